@@ -1,0 +1,59 @@
+# Every target sets itself up on a fresh machine and skips finished set-up on the next run.
+#   make demo    the main job          make test    lint + the test suite
+#   make data    fetch verified data   make clean   remove the virtual environment
+# Users with a GPU: make TORCH_SPEC='torch>=2.2' ...
+
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+PY := $(VENV)/bin/python
+TP := $(VENV)/bin/topoprune
+INSTALLED := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: demo test lint data fashion-mnist venv clean FORCE
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+# torch first, from the pinned local CPU wheel, so pip never resolves a CUDA build by itself.
+# The recipe runs every time but touches .torch only when TORCH_SPEC changed.
+$(VENV)/.torch: FORCE | $(PY)
+	@if [ "$$(cat $@ 2>/dev/null)" != "$(TORCH_SPEC)" ]; then \
+		$(PY) -m pip install "$(TORCH_SPEC)" && echo "$(TORCH_SPEC)" > $@; fi
+
+$(INSTALLED): pyproject.toml $(VENV)/.torch
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+venv: $(INSTALLED)
+
+# Fashion-MNIST comes from a Debian package; installed when we are root with apt, else skipped
+# (the tests that need it then skip and say why).
+fashion-mnist:
+	@if [ ! -d /usr/share/datasets/fashion-mnist ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		(apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || \
+		 (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1)) || \
+		echo "note: could not install dataset-fashion-mnist; Fashion-MNIST tests will skip"; fi
+
+data: $(INSTALLED) fashion-mnist
+	$(TP) data fetch mnist
+	@if [ -d /usr/share/datasets/fashion-mnist ]; then $(TP) data fetch fashion-mnist; fi
+
+lint: $(INSTALLED)
+	$(VENV)/bin/ruff check topoprune tests
+	$(VENV)/bin/ruff format --check topoprune tests
+
+test: data lint
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+demo: data
+	$(TP) data list
+	$(TP) data show mnist
+	$(TP) data show permuted-mnist --square 14 --seed 1
+
+FORCE:
+
+clean:
+	rm -rf $(VENV)

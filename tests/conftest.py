@@ -1,0 +1,22 @@
+"""Shared fixtures: real MNIST (fetched once into the user's cache), and temporary caches."""
+
+from __future__ import annotations
+
+import pytest
+
+from topoprune.data import ImageDataset, load_mnist
+
+
+@pytest.fixture(scope="session")
+def mnist() -> ImageDataset:
+    """Real, verified MNIST from the cache (`make test` fetches it; fetched here if absent)."""
+    return load_mnist()
+
+
+@pytest.fixture
+def cache_root(tmp_path, monkeypatch):
+    """An empty cache root for tests that fetch; the user's cache is never touched."""
+    root = tmp_path / "cache"
+    monkeypatch.setenv("TOPOPRUNE_DATA", str(root))
+    monkeypatch.delenv("TOPOPRUNE_DATA_DIR", raising=False)
+    return root
