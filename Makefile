@@ -1,6 +1,7 @@
 # Every target sets itself up on a fresh machine and skips finished set-up on the next run.
 #   make demo    the main job          make test    lint + the test suite
-#   make data    fetch verified data   make clean   remove the virtual environment
+#   make bench   benchmarks            make data    fetch verified data
+#   make clean   remove the virtual environment
 # Users with a GPU: make TORCH_SPEC='torch>=2.2' ...
 
 PYTHON ?= python3
@@ -11,7 +12,7 @@ TP := $(VENV)/bin/topoprune
 INSTALLED := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint data fashion-mnist venv clean FORCE
+.PHONY: demo test lint bench data fashion-mnist venv clean FORCE
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -42,16 +43,22 @@ data: $(INSTALLED) fashion-mnist
 	@if [ -d /usr/share/datasets/fashion-mnist ]; then $(TP) data fetch fashion-mnist; fi
 
 lint: $(INSTALLED)
-	$(VENV)/bin/ruff check topoprune tests
-	$(VENV)/bin/ruff format --check topoprune tests
+	$(VENV)/bin/ruff check topoprune tests benchmarks studies
+	$(VENV)/bin/ruff format --check topoprune tests benchmarks studies
 
 test: data lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# Until topoprune's pruning engine lands: train, prune (torch.nn.utils.prune) and analyse.
+DEMO_DIR ?= runs/demo
 demo: data
 	$(TP) data list
-	$(TP) data show mnist
-	$(TP) data show permuted-mnist --square 14 --seed 1
+	$(PY) -m studies.torch_prune_demo --out $(DEMO_DIR) --seed 0
+	$(TP) analyze $(DEMO_DIR)/lenet300_pruned.pt --chain sequential --figures figures/demo \
+		--csv $(DEMO_DIR)
+
+bench: $(INSTALLED)
+	$(PY) -m benchmarks.degrees_vgg16 --out results/benchmarks/degrees_vgg16.json
 
 FORCE:
 

@@ -20,3 +20,20 @@ def cache_root(tmp_path, monkeypatch):
     monkeypatch.setenv("TOPOPRUNE_DATA", str(root))
     monkeypatch.delenv("TOPOPRUNE_DATA_DIR", raising=False)
     return root
+
+
+@pytest.fixture
+def pruned_lenet300():
+    """LeNet-300-100 pruned (90% of each layer, by magnitude) with torch.nn.utils.prune."""
+    import torch
+    from torch import nn
+    from torch.nn.utils import prune
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Linear(784, 300), nn.ReLU(), nn.Linear(300, 100), nn.ReLU(), nn.Linear(100, 10)
+    )
+    for module in model:
+        if isinstance(module, nn.Linear):
+            prune.l1_unstructured(module, "weight", amount=0.9)
+    return model

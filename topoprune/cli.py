@@ -110,6 +110,132 @@ def _data_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_network_options(parser: argparse.ArgumentParser) -> None:
+    from topoprune.io import CHAIN_MODES
+    from topoprune.topology import VIEWS
+
+    parser.add_argument(
+        "checkpoint", help="PyTorch (.pt/.pth), safetensors, .npz or topoprune file"
+    )
+    parser.add_argument(
+        "--view",
+        choices=VIEWS,
+        default="channel",
+        help="how convolutions become graphs (default: channel)",
+    )
+    parser.add_argument(
+        "--chain",
+        choices=CHAIN_MODES,
+        default=None,
+        help="none: each layer its own bipartite graph (default for foreign "
+        "files); sequential: the file lists a feed-forward stack in order "
+        "(topoprune checkpoints record their own chain)",
+    )
+    parser.add_argument(
+        "--layers",
+        action="append",
+        metavar="PATTERN",
+        help="select weight layers by glob on their name (repeatable)",
+    )
+    parser.add_argument(
+        "--allow-empty-layers",
+        action="store_true",
+        help="analyse all-zero layers instead of stopping (their nodes are dead)",
+    )
+    parser.add_argument(
+        "--allow-nonfinite",
+        action="store_true",
+        help="analyse layers with NaN/inf weights (counted as connections)",
+    )
+
+
+def _load_for_cli(args: argparse.Namespace, *, keep_weights: bool = False):
+    from topoprune.io import load_network
+    from topoprune.topology import TopologyError
+
+    patterns = [p for arg in args.layers or [] for p in arg.split(",") if p]
+    network = load_network(
+        args.checkpoint, chain=args.chain, layers=patterns, keep_weights=keep_weights
+    )
+    blocking = []
+    for layer in network.layers:
+        if layer.nnz == 0 and not args.allow_empty_layers:
+            blocking.append(
+                f"{layer.name} is all zeros (every connection pruned); pass "
+                "--allow-empty-layers to analyse it anyway or --layers to leave it out"
+            )
+        if layer.nonfinite and not args.allow_nonfinite:
+            blocking.append(
+                f"{layer.name} has {layer.nonfinite} NaN/inf weights; pass "
+                "--allow-nonfinite to count them as connections"
+            )
+    if blocking:
+        raise TopologyError(f"{args.checkpoint}: " + "; ".join(blocking))
+    return network
+
+
+def _analyze(args: argparse.Namespace) -> int:
+    from topoprune.topology import summarize
+    from topoprune.topology.report import render_text, to_json, write_csv
+
+    network = _load_for_cli(args)
+    summary = summarize(network, args.view)
+    if args.csv:
+        for path in write_csv(summary, args.csv):
+            print(f"wrote {path}", file=sys.stderr)
+    if args.figures:
+        from topoprune.plot.degrees import plot_degree_distributions
+
+        paths = plot_degree_distributions(
+            network.node_layers(args.view),
+            args.figures,
+            kind=args.degree,
+            title=str(args.checkpoint),
+        )
+        print(f"wrote {len(paths)} figures to {args.figures}", file=sys.stderr)
+    print(to_json(summary) if args.json else render_text(summary))
+    return 0
+
+
+def _degrees(args: argparse.Namespace) -> int:
+    from topoprune.topology.report import degrees_csv, degrees_payload
+
+    payload = degrees_payload(_load_for_cli(args), args.view)
+    print(json.dumps(payload) if args.json else degrees_csv(payload), end="\n" if args.json else "")
+    return 0
+
+
+def _add_topology_commands(sub: argparse._SubParsersAction) -> None:
+    analyze = sub.add_parser(
+        "analyze",
+        help="per-layer and per-node-layer topology of a pruned checkpoint",
+        description="Tables of a pruned checkpoint's weight layers (shape, nnz, density, "
+        "compression, dead nodes, fan-in/fan-out) and node layers (in/out/total degrees).",
+    )
+    _add_network_options(analyze)
+    analyze.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    analyze.add_argument("--csv", metavar="DIR", help="write layers.csv and node_layers.csv")
+    analyze.add_argument(
+        "--figures", metavar="DIR", help="write log-log degree distributions (histogram and CCDF)"
+    )
+    analyze.add_argument(
+        "--degree",
+        choices=("in", "out", "total"),
+        default="total",
+        help="degree drawn in the figures (default: total)",
+    )
+    analyze.set_defaults(func=_analyze)
+
+    degrees = sub.add_parser(
+        "degrees",
+        help="full in/out/total degree arrays of every node layer",
+        description="Degree arrays per node layer; CSV (node_layer,node,in,out,total) or JSON.",
+    )
+    _add_network_options(degrees)
+    degrees.add_argument("--json", action="store_true", help="JSON instead of CSV")
+    degrees.set_defaults(func=_degrees)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="topoprune",
@@ -118,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"topoprune {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_data_commands(sub)
+    _add_topology_commands(sub)
     return parser
 
 

@@ -1,0 +1,127 @@
+"""Checkpoint readers and writers behind one entry point, :func:`load_network`.
+
+Formats, detected from the file's content: topoprune checkpoints, PyTorch state_dicts (zeros are
+pruned weights), torch.nn.utils.prune state_dicts (``_orig`` / ``_mask``), safetensors
+(memory-mapped, layer by layer) and ``.npz``. Nothing is ever unpickled beyond tensors.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from topoprune.io import safetensors_file
+from topoprune.io.checkpoint import (
+    is_topoprune_checkpoint,
+    network_from_checkpoint,
+    save_network,
+)
+from topoprune.io.errors import CheckpointError
+from topoprune.io.tensors import CHAIN_MODES, network_from_tensors
+from topoprune.io.torch_file import load_torch_object, state_dict_items
+from topoprune.topology.network import SparseNetwork
+
+FORMATS = ("topoprune", "torch", "safetensors", "npz")
+
+
+def detect_format(path: str | Path) -> str:
+    """``torch`` (including topoprune checkpoints), ``safetensors`` or ``npz``, from the content."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such file")
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a folder; give the checkpoint file")
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(9)
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot be read ({exc.strerror})") from None
+    if not head:
+        raise CheckpointError(f"{path}: empty file")
+    if head.startswith(b"PK"):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+        except (zipfile.BadZipFile, OSError):
+            raise CheckpointError(f"{path}: corrupt or truncated zip archive") from None
+        if any(n.endswith("data.pkl") for n in names):
+            return "torch"
+        if names and all(n.endswith(".npy") for n in names):
+            return "npz"
+        raise CheckpointError(f"{path}: a zip archive that is neither a PyTorch file nor .npz")
+    if len(head) == 9 and head[8:9] == b"{":
+        return "safetensors"
+    if head[:1] == b"\x80":
+        return "torch"  # the legacy (non-zip) torch.save format is a pickle stream
+    raise CheckpointError(
+        f"{path}: unrecognised format; topoprune reads PyTorch (.pt/.pth), safetensors and .npz"
+    )
+
+
+def load_network(
+    path: str | Path,
+    *,
+    chain: str | None = None,
+    layers: Sequence[str] | None = None,
+    keep_weights: bool = True,
+) -> SparseNetwork:
+    """Read a checkpoint of any supported format as a :class:`SparseNetwork`.
+
+    Parameters
+    ----------
+    path : path
+    chain : {None, "none", "sequential"}
+        None: what the file records (topoprune checkpoints) else ``none``, every layer its own
+        bipartite graph. ``sequential`` asserts a feed-forward stack in file order.
+    layers : sequence of str, optional
+        Glob patterns selecting weight layers by name.
+    keep_weights : bool
+        False keeps only the masks (less memory; enough for degrees).
+    """
+    path = Path(path)
+    if chain is not None and chain not in CHAIN_MODES:
+        raise CheckpointError(f"unknown chain mode {chain!r}; valid: {', '.join(CHAIN_MODES)}")
+    layers = list(layers) if layers else None
+    fmt = detect_format(path)
+    if fmt == "safetensors":
+        return network_from_tensors(
+            ((name, array) for name, array, _ in safetensors_file.iter_tensors(path)),
+            chain=chain or "none",
+            layers=layers,
+            keep_weights=keep_weights,
+            source=str(path),
+        )
+    if fmt == "npz":
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                items = [(name, archive[name]) for name in archive.files]
+        except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+            raise CheckpointError(f"{path}: corrupt .npz ({exc})") from None
+        return network_from_tensors(
+            items, chain=chain or "none", layers=layers, keep_weights=keep_weights, source=str(path)
+        )
+    obj = load_torch_object(path)
+    if is_topoprune_checkpoint(obj):
+        return network_from_checkpoint(
+            obj, path, chain=chain, layers=layers, keep_weights=keep_weights
+        )
+    return network_from_tensors(
+        state_dict_items(obj, path),
+        chain=chain or "none",
+        layers=layers,
+        keep_weights=keep_weights,
+        source=str(path),
+    )
+
+
+__all__ = [
+    "FORMATS",
+    "CheckpointError",
+    "detect_format",
+    "load_network",
+    "network_from_tensors",
+    "save_network",
+]

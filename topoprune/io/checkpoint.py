@@ -1,0 +1,120 @@
+"""topoprune's own checkpoint format: weights, masks, layer order and chaining, metadata.
+
+A ``torch.save`` zip file holding only tensors and plain containers (so it loads with
+``weights_only=True``)::
+
+    {"format": "topoprune", "format_version": 1,
+     "layers": [names in forward order], "chain": [bool per consecutive pair],
+     "weights": {name: tensor}, "masks": {name: bool tensor},
+     "metadata": {...}, "extra": {...}}
+
+``extra`` is free for the training engine (optimizer state, mask history).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from topoprune.io.errors import CheckpointError
+from topoprune.io.tensors import network_from_tensors
+from topoprune.topology.network import SparseNetwork
+
+FORMAT = "topoprune"
+FORMAT_VERSION = 1
+
+
+def is_topoprune_checkpoint(obj: object) -> bool:
+    return isinstance(obj, dict) and obj.get("format") == FORMAT
+
+
+def save_network(
+    network: SparseNetwork,
+    path: str | Path,
+    *,
+    metadata: dict | None = None,
+    extra: dict | None = None,
+) -> Path:
+    """Write a network (with its weights when it has them) atomically."""
+    import torch
+
+    path = Path(path)
+    weights, masks = {}, {}
+    for layer in network.layers:
+        masks[layer.name] = torch.from_numpy(np.ascontiguousarray(layer.mask))
+        if layer.weight is not None:
+            weights[layer.name] = torch.from_numpy(np.array(layer.weight, dtype=np.float32))
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "layers": network.names,
+        "chain": list(network.chain),
+        "weights": weights,
+        "masks": masks,
+        "metadata": dict(metadata or {}),
+        "extra": dict(extra or {}),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def network_from_checkpoint(
+    obj: dict,
+    path: Path,
+    *,
+    chain: str | None = None,
+    layers: list[str] | None = None,
+    keep_weights: bool = True,
+) -> SparseNetwork:
+    """A network from a loaded topoprune checkpoint; its recorded chain unless ``chain``."""
+    version = obj.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: topoprune checkpoint format {version} is not supported "
+            f"(this version reads {FORMAT_VERSION})"
+        )
+    try:
+        names = list(obj["layers"])
+        masks = obj["masks"]
+        weights = obj.get("weights") or {}
+        recorded = [bool(c) for c in obj["chain"]]
+    except (KeyError, TypeError):
+        raise CheckpointError(f"{path}: corrupt topoprune checkpoint (missing keys)") from None
+    missing = [n for n in names if n not in masks]
+    if missing:
+        raise CheckpointError(f"{path}: corrupt topoprune checkpoint: no mask for {missing}")
+    import torch
+
+    tensors = [(n, weights[n] if n in weights else masks[n].to(torch.float32)) for n in names]
+    network = network_from_tensors(
+        tensors,
+        masks=masks,
+        chain="none",
+        layers=layers,
+        keep_weights=keep_weights and bool(weights),
+        source=str(path),
+    )
+    if chain is None:
+        index = {n: i for i, n in enumerate(names)}
+        kept = [index[layer.name] for layer in network.layers]
+        network = SparseNetwork(
+            network.layers,
+            [b == a + 1 and recorded[a] for a, b in itertools.pairwise(kept)],
+            skipped=network.skipped,
+            source=str(path),
+        )
+    elif chain == "sequential":
+        network = SparseNetwork(network.layers, True, skipped=network.skipped, source=str(path))
+    return network

@@ -1,0 +1,170 @@
+"""Named tensors (from any checkpoint format) -> SparseNetwork.
+
+Conventions shared by every reader:
+- a 2-D, 3-D or 4-D floating tensor is a weight layer (linear, conv1d, conv2d) whose zeros are
+  the pruned connections;
+- ``<name>_orig`` with ``<name>_mask`` is a layer pruned with torch.nn.utils.prune;
+- biases, normalisation parameters and other 1-D tensors, integer buffers and tensors of other
+  ranks are skipped and listed with the reason.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+
+from topoprune.io.errors import CheckpointError
+from topoprune.topology.layers import (
+    KINDS,
+    TopologyError,
+    WeightLayer,
+    mask_from_tensor,
+    weight_layer,
+)
+from topoprune.topology.network import SparseNetwork, short_name
+
+CHAIN_MODES = ("none", "sequential")
+NO_CHAIN_NOTE = (
+    "layers are not chained: each is its own bipartite graph (shapes alone cannot tell a "
+    "feed-forward stack from parallel layers such as attention's query/key/value); pass "
+    "--chain sequential if the file lists a feed-forward stack in order"
+)
+
+
+def as_numpy(tensor: object) -> np.ndarray:
+    """A numpy view (or copy for dtypes numpy lacks) of a torch tensor or array."""
+    if isinstance(tensor, np.ndarray):
+        return tensor
+    import torch
+
+    if isinstance(tensor, torch.Tensor):
+        tensor = tensor.detach().cpu()
+        if tensor.dtype in (torch.bfloat16, torch.float16):
+            tensor = tensor.float()
+        return tensor.numpy()
+    raise CheckpointError(f"expected a tensor, found {type(tensor).__name__}")
+
+
+def _skip_reason(array: np.ndarray) -> str | None:
+    if array.ndim == 0:
+        return "scalar"
+    if array.ndim == 1:
+        return "1-D (bias, normalisation or buffer)"
+    if array.ndim not in KINDS:
+        return f"{array.ndim}-D tensors are not supported weight layers"
+    if array.dtype.kind not in "fc":
+        return f"{array.dtype} tensor (not weights)"
+    return None
+
+
+def _matches(name: str, patterns: Sequence[str] | None) -> bool:
+    if not patterns:
+        return True
+    return any(
+        fnmatch.fnmatchcase(name, p) or fnmatch.fnmatchcase(short_name(name), p) for p in patterns
+    )
+
+
+def network_from_tensors(tensors: Iterable[tuple[str, object]], **options: object) -> SparseNetwork:
+    """Build a network from ``(name, tensor)`` pairs in file order; see :func:`_build`.
+
+    Errors in the content (mask shape or values, chaining) name the source.
+    """
+    try:
+        return _build(tensors, **options)  # type: ignore[arg-type]
+    except TopologyError as exc:
+        source = options.get("source") or "network"
+        raise CheckpointError(f"{source}: {exc}") from None
+
+
+def _build(
+    tensors: Iterable[tuple[str, object]],
+    *,
+    masks: Mapping[str, object] | None = None,
+    chain: str | Sequence[bool] = "none",
+    layers: Sequence[str] | None = None,
+    keep_weights: bool = True,
+    source: str = "",
+) -> SparseNetwork:
+    """Build a network from ``(name, tensor)`` pairs in file order.
+
+    Parameters
+    ----------
+    tensors : iterable of (name, tensor)
+        Consumed once, so a reader can stream a large file layer by layer.
+    masks : mapping, optional
+        Explicit masks by weight name (topoprune checkpoints).
+    chain : {"none", "sequential"} or sequence of bool
+        ``sequential`` asserts a feed-forward stack in file order; an error names the first pair
+        whose shapes do not chain.
+    layers : sequence of str, optional
+        Glob patterns; only matching weight layers are kept.
+    keep_weights : bool
+        Keep the weights (needed for graph export with weights); False keeps only masks.
+    """
+    masks = dict(masks or {})
+    found: list[WeightLayer] = []
+    skipped: dict[str, str] = {}
+    pending_orig: dict[str, np.ndarray] = {}
+    pending_mask: dict[str, np.ndarray] = {}
+    for name, tensor in tensors:
+        array = as_numpy(tensor)
+        if name.endswith("_orig") or name.endswith("_mask"):
+            base = name[:-5]
+            own, other = (
+                (pending_orig, pending_mask)
+                if name.endswith("_orig")
+                else (pending_mask, pending_orig)
+            )
+            if base not in other:
+                own[base] = array
+                continue
+            orig, mask = (
+                (array, other.pop(base)) if name.endswith("_orig") else (other.pop(base), array)
+            )
+            if not _matches(base, layers):
+                skipped[base] = "not selected"
+                continue
+            if _skip_reason(orig):
+                skipped[base] = _skip_reason(orig) or ""
+                continue
+            mask = mask_from_tensor(base, mask, orig.shape)
+            found.append(weight_layer(base, orig * mask, mask, keep_weights=keep_weights))
+            continue
+        reason = _skip_reason(array)
+        if reason:
+            skipped[name] = reason
+        elif not _matches(name, layers):
+            skipped[name] = "not selected"
+        else:
+            found.append(
+                weight_layer(
+                    name,
+                    array,
+                    as_numpy(masks[name]) if name in masks else None,
+                    keep_weights=keep_weights,
+                )
+            )
+        del array
+    for base in pending_orig:
+        skipped[base + "_orig"] = "torch prune parameter without its _mask"
+    for base in pending_mask:
+        skipped[base + "_mask"] = "torch prune mask without its _orig"
+    if not found:
+        listed = "; ".join(f"{k}: {v}" for k, v in list(skipped.items())[:8])
+        what = (
+            f" (skipped {len(skipped)} tensors: {listed})" if skipped else " (it holds no tensors)"
+        )
+        if layers and any(v == "not selected" for v in skipped.values()):
+            raise CheckpointError(f"{source}: no weight layer matches {', '.join(layers)}{what}")
+        raise CheckpointError(f"{source}: no weight layers found{what}")
+    notes = []
+    if isinstance(chain, str):
+        if chain not in CHAIN_MODES:
+            raise CheckpointError(f"unknown chain mode {chain!r}; valid: {', '.join(CHAIN_MODES)}")
+        if chain == "none" and len(found) > 1:
+            notes.append(NO_CHAIN_NOTE)
+        chain = chain == "sequential"
+    return SparseNetwork(found, chain, skipped=skipped, source=source, notes=notes)

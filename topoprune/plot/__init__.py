@@ -1,0 +1,1 @@
+"""Figures. matplotlib is imported inside each function, never at package import."""

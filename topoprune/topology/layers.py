@@ -1,0 +1,236 @@
+"""Weight layers as bipartite graphs, and their degrees in each convolution view.
+
+A weight layer with weight W (out x in [x kernel]) and mask M is a bipartite graph between its
+input nodes and output nodes (DESIGN.md section 2). Degrees are vectorised reductions over the
+mask; no graph is built.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+
+from topoprune.errors import TopopruneError
+
+VIEWS = ("channel", "channel-simple", "im2col")
+_BLOCK = 1 << 22  # elements per block when scanning a weight tensor
+KINDS = {2: "linear", 3: "conv1d", 4: "conv2d"}
+
+
+class TopologyError(TopopruneError):
+    """A layer or network that cannot be analysed as given."""
+
+
+def check_view(view: str) -> str:
+    if view not in VIEWS:
+        raise TopologyError(f"unknown view {view!r}; valid: {', '.join(VIEWS)}")
+    return view
+
+
+@dataclass(frozen=True, eq=False)
+class WeightLayer:
+    """One weight layer: its name, boolean mask, and (optionally) its weights.
+
+    Parameters
+    ----------
+    name : str
+        The parameter's name in the checkpoint (e.g. ``fc1.weight``).
+    mask : numpy.ndarray
+        Boolean, shape ``(out, in)`` for linear layers, ``(out, in, k)`` or ``(out, in, kh, kw)``
+        for convolutions. True means the connection exists.
+    weight : numpy.ndarray, optional
+        The weights, same shape; None when only the topology is kept.
+    nonfinite : int
+        Number of NaN or infinite weights (they count as connections).
+    """
+
+    name: str
+    mask: np.ndarray
+    weight: np.ndarray | None = field(default=None, repr=False)
+    nonfinite: int = 0
+
+    def __post_init__(self) -> None:
+        if self.mask.dtype != np.bool_:
+            raise TopologyError(f"{self.name}: mask must be boolean, got {self.mask.dtype}")
+        if self.mask.ndim not in KINDS:
+            raise TopologyError(
+                f"{self.name}: {self.mask.ndim}-D tensors are not weight layers "
+                "(linear is 2-D, conv1d 3-D, conv2d 4-D)"
+            )
+        if self.weight is not None and self.weight.shape != self.mask.shape:
+            raise TopologyError(
+                f"{self.name}: mask shape {self.mask.shape} differs from weight shape "
+                f"{self.weight.shape}"
+            )
+
+    @property
+    def kind(self) -> str:
+        """``linear``, ``conv1d`` or ``conv2d``."""
+        return KINDS[self.mask.ndim]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.mask.shape)
+
+    @property
+    def out_channels(self) -> int:
+        return int(self.mask.shape[0])
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.mask.shape[1])
+
+    @cached_property
+    def nnz(self) -> int:
+        """Number of connections (nonzero weights)."""
+        return int(np.count_nonzero(self.mask))
+
+    @property
+    def size(self) -> int:
+        return int(self.mask.size)
+
+    @property
+    def density(self) -> float:
+        return self.nnz / self.size if self.size else 0.0
+
+    @property
+    def compression(self) -> float:
+        """Total weights / nonzero weights (``inf`` for an all-zero layer)."""
+        return self.size / self.nnz if self.nnz else float("inf")
+
+    def view_name(self, view: str) -> str:
+        """The view this layer is read in: ``linear`` for linear layers, else ``view``."""
+        return "linear" if self.kind == "linear" else check_view(view)
+
+    def node_counts(self, view: str, input_groups: int | None = None) -> tuple[int, int]:
+        """``(n_inputs, n_outputs)`` of the layer's bipartite graph in ``view``."""
+        grouped = _grouped_mask_shape(self, view, input_groups)
+        return grouped[1], grouped[0]
+
+
+def mask_from_tensor(name: str, mask: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """A boolean mask, checked to be binary and of the weight's shape."""
+    if mask.shape != shape:
+        raise TopologyError(f"{name}: mask shape {mask.shape} differs from weight shape {shape}")
+    if mask.dtype == np.bool_:
+        return mask
+    binary = (mask == 0) | (mask == 1)
+    if not np.all(binary):
+        bad = mask[~binary].ravel()[:3].tolist()
+        raise TopologyError(f"{name}: mask is not binary (values such as {bad}); expected 0/1")
+    return mask != 0
+
+
+def weight_layer(
+    name: str, weight: np.ndarray, mask: np.ndarray | None = None, *, keep_weights: bool = True
+) -> WeightLayer:
+    """A WeightLayer from a weight and an optional explicit mask (else its nonzeros).
+
+    NaN and infinite weights are counted; a NaN weight is a connection (NaN != 0).
+    """
+    explicit = mask is not None
+    if explicit:
+        mask = mask_from_tensor(name, mask, weight.shape)
+    else:
+        mask = np.empty(weight.shape, dtype=bool)
+    rows = weight.reshape(weight.shape[0], -1)
+    mask_rows = mask.reshape(weight.shape[0], -1)
+    step = max(1, _BLOCK // max(rows.shape[1], 1))
+    nonfinite = 0
+    # In row blocks: temporaries stay small however large the layer (e.g. a memory-mapped file).
+    for start in range(0, rows.shape[0], step):
+        block = rows[start : start + step]
+        nonfinite += int(block.size - np.count_nonzero(np.isfinite(block)))
+        if not explicit:
+            np.not_equal(block, 0, out=mask_rows[start : start + step])
+    return WeightLayer(name, mask, weight if keep_weights else None, nonfinite)
+
+
+def _grouped_mask_shape(
+    layer: WeightLayer, view: str, input_groups: int | None
+) -> tuple[int, int, int]:
+    """``(n_out, n_in_nodes, entries per edge)`` of the mask read in ``view``."""
+    check_view(view)
+    out, *rest = layer.mask.shape
+    if layer.kind == "linear":
+        if input_groups and view != "im2col":
+            if rest[0] % input_groups:
+                raise TopologyError(
+                    f"{layer.name}: {rest[0]} input features do not split into "
+                    f"{input_groups} channels"
+                )
+            return out, input_groups, rest[0] // input_groups
+        return out, rest[0], 1
+    kernel = int(np.prod(rest[1:]))
+    if view == "im2col":
+        return out, rest[0] * kernel, 1
+    return out, rest[0], kernel
+
+
+def _sum(mask: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+    # numpy reduces booleans through small buffers: no full-size integer copy of the mask.
+    return mask.sum(axis=axes, dtype=np.int64)
+
+
+def _grouped_mask(layer: WeightLayer, view: str, input_groups: int | None) -> np.ndarray:
+    return layer.mask.reshape(_grouped_mask_shape(layer, view, input_groups))
+
+
+def layer_degrees(
+    layer: WeightLayer, view: str = "channel", input_groups: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Degrees of a layer's input and output nodes in its own bipartite graph.
+
+    Parameters
+    ----------
+    layer : WeightLayer
+    view : {"channel", "channel-simple", "im2col"}
+        How a convolution becomes a graph (DESIGN.md section 2). Linear layers read the same in
+        every view, except at a flatten boundary (``input_groups``).
+    input_groups : int, optional
+        For a linear layer after a convolution: the number of channels its input features were
+        flattened from. In the channel views input feature ``(c, h, w)`` belongs to node ``c``.
+
+    Returns
+    -------
+    fan_out, fan_in : numpy.ndarray
+        ``fan_out[i]`` is the out-degree of input node i into this layer; ``fan_in[j]`` the
+        in-degree of output node j. In the ``channel`` view an edge counts once per nonzero kernel
+        entry; in ``channel-simple`` once per connected pair.
+
+    Examples
+    --------
+    >>> mask = np.array([[1, 0, 1], [0, 0, 1]], dtype=bool)  # 2 outputs x 3 inputs
+    >>> fan_out, fan_in = layer_degrees(WeightLayer("fc", mask))
+    >>> fan_out.tolist(), fan_in.tolist()
+    ([1, 0, 2], [2, 1])
+    """
+    grouped = _grouped_mask(layer, view, input_groups)
+    if view == "channel-simple" and grouped.shape[2] > 1:
+        grouped = grouped.any(axis=2, keepdims=True)
+    return _sum(grouped, (0, 2)), _sum(grouped, (1, 2))
+
+
+def edge_multiplicity(
+    layer: WeightLayer, view: str = "channel", input_groups: int | None = None
+) -> np.ndarray:
+    """Dense ``(n_out, n_in_nodes)`` count of connections between each node pair in ``view``.
+
+    1/0 for linear layers and the ``im2col`` and ``channel-simple`` views; the number of nonzero
+    kernel entries in the ``channel`` view. Dense: meant for graph export of one layer.
+    """
+    grouped = _grouped_mask(layer, view, input_groups)
+    if view == "channel-simple":
+        return grouped.any(axis=2).astype(np.int64)
+    return _sum(grouped, (2,))
+
+
+def edge_weights(layer: WeightLayer, view: str = "channel") -> np.ndarray | None:
+    """``(n_out, n_in)`` weights when each edge is one weight (linear, im2col), else None."""
+    if layer.weight is None:
+        return None
+    if layer.kind != "linear" and view != "im2col":
+        return None
+    return np.asarray(layer.weight).reshape(layer.out_channels, -1)
