@@ -180,6 +180,22 @@ def _analyze(args: argparse.Namespace) -> int:
 
     network = _load_for_cli(args)
     summary = summarize(network, args.view)
+    if not args.no_fit:
+        from topoprune.stats.node_layers import fit_columns, fit_node_layers
+
+        fits = fit_node_layers(
+            network,
+            args.view,
+            args.degree,
+            mode=args.fit_mode,
+            n_boot=args.boot,
+            seed=args.seed,
+            progress=not args.quiet,
+        )
+        for row, fit in zip(summary.node_layers, fits):
+            row["fit"] = fit.to_dict()
+            row["fit"]["scale_free"] = getattr(fit, "scale_free", False)
+            row["fit_columns"] = fit_columns(fit)
     if args.csv:
         for path in write_csv(summary, args.csv):
             print(f"wrote {path}", file=sys.stderr)
@@ -222,8 +238,24 @@ def _add_topology_commands(sub: argparse._SubParsersAction) -> None:
         "--degree",
         choices=("in", "out", "total"),
         default="total",
-        help="degree drawn in the figures (default: total)",
+        help="degree fitted and drawn (default: total)",
     )
+    analyze.add_argument("--no-fit", action="store_true", help="skip the power-law fits")
+    analyze.add_argument(
+        "--fit-mode",
+        default="bounded",
+        choices=("clauset", "bounded", "window", "fixed"),
+        help="bound selection of the fits (default: bounded)",
+    )
+    analyze.add_argument(
+        "--boot",
+        type=int,
+        default=0,
+        metavar="N",
+        help="bootstrap replicates for each fit's p-value (default 0: none)",
+    )
+    analyze.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    analyze.add_argument("--quiet", action="store_true", help="no progress bars")
     analyze.set_defaults(func=_analyze)
 
     degrees = sub.add_parser(
@@ -236,6 +268,89 @@ def _add_topology_commands(sub: argparse._SubParsersAction) -> None:
     degrees.set_defaults(func=_degrees)
 
 
+def _fit(args: argparse.Namespace) -> int:
+    from topoprune.stats import BoundedPowerLaw
+    from topoprune.stats.null import binomial_mixture_pmf
+    from topoprune.stats.report import read_values, render_fit
+
+    values = read_values(args.file)
+    null = (
+        binomial_mixture_pmf([(int(t), float(p)) for t, p in args.null_binomial])
+        if args.null_binomial
+        else None
+    )
+    model = BoundedPowerLaw(
+        args.mode,
+        xmin=args.xmin,
+        xmax=args.xmax,
+        discrete=not args.continuous,
+        ks=args.ks,
+        n_boot=args.boot,
+        seed=args.seed,
+        null_pmf=null,
+        min_tail=args.min_tail,
+        alternatives=None
+        if args.alternatives is None
+        else [a for a in args.alternatives.split(",") if a],
+        progress=not args.quiet,
+    ).fit(values)
+    if args.figure:
+        from topoprune.plot.fits import plot_fit
+
+        plot_fit(values, model, args.figure)
+        print(f"wrote {args.figure}", file=sys.stderr)
+    print(json.dumps(model.fit_.to_dict(), indent=1) if args.json else render_fit(model.fit_))
+    return 0
+
+
+def _add_fit_command(sub: argparse._SubParsersAction) -> None:
+    from topoprune.stats import KS_CONVENTIONS, MODES
+
+    fit = sub.add_parser(
+        "fit",
+        help="fit a (bounded) power law to degree data",
+        description="Fit a bounded power law to numbers (one per line, or a JSON array): exact "
+        "MLE, bound selection, bootstrap goodness of fit, comparisons, verdict.",
+    )
+    fit.add_argument("file", help="data file, or - for standard input")
+    fit.add_argument(
+        "--mode",
+        choices=MODES,
+        default="bounded",
+        help="bound selection (default: bounded: xmax = max, xmin by KS)",
+    )
+    fit.add_argument("--xmin", help="fix xmin (skips its KS scan)")
+    fit.add_argument("--xmax", help="a number, 'max' (largest value) or 'inf' (unbounded)")
+    fit.add_argument("--continuous", action="store_true", help="real-valued data")
+    fit.add_argument(
+        "--ks",
+        choices=KS_CONVENTIONS,
+        default="observed",
+        help="KS convention (default: observed, as powerlaw/plfit)",
+    )
+    fit.add_argument(
+        "--boot",
+        type=int,
+        default=0,
+        metavar="N",
+        help="bootstrap replicates for the p-value (1000 usual; 2500 for +-0.01)",
+    )
+    fit.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    fit.add_argument("--min-tail", type=int, default=10, help="fewest values in range (10)")
+    fit.add_argument("--alternatives", help="comma-separated alternatives (default: all; '' none)")
+    fit.add_argument(
+        "--null-binomial",
+        nargs=2,
+        action="append",
+        metavar=("TRIALS", "P"),
+        help="random-null degrees: a binomial component (repeat to sum several)",
+    )
+    fit.add_argument("--figure", metavar="PNG", help="CCDF with the fit and the alternatives")
+    fit.add_argument("--json", action="store_true", help="JSON output")
+    fit.add_argument("--quiet", action="store_true", help="no progress bar")
+    fit.set_defaults(func=_fit)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="topoprune",
@@ -245,6 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_data_commands(sub)
     _add_topology_commands(sub)
+    _add_fit_command(sub)
     return parser
 
 

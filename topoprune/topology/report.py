@@ -62,6 +62,8 @@ def node_rows(summary: NetworkSummary) -> list[dict]:
         for kind in DEGREE_KINDS:
             for stat in ("min", "median", "mean", "max"):
                 row[f"{kind}_{stat}"] = r[kind][stat]
+        for key, value in r.get("fit_columns", {}).items():
+            row[f"fit_{key}"] = value
         rows.append(row)
     return rows
 
@@ -139,6 +141,41 @@ def render_text(summary: NetworkSummary) -> str:
             ],
         )
     )
+    fitted = [r for r in summary.node_layers if "fit_columns" in r]
+    if fitted:
+        out.append("")
+        out.append(
+            _table(
+                [
+                    "node layer",
+                    "alpha",
+                    "SE",
+                    "xmin",
+                    "xmax",
+                    "n in range",
+                    "KS",
+                    "p",
+                    "scale-free",
+                ],
+                [
+                    [
+                        r["node_layer"],
+                        _num(c["alpha"]),
+                        _num(c["alpha_se"]),
+                        _num(c["xmin"]),
+                        _num(c["xmax"]),
+                        _num(c["n_in_range"]),
+                        _num(c["ks"]),
+                        _num(c["p"]),
+                        "yes" if c["scale_free"] else "no",
+                    ]
+                    for r in fitted
+                    for c in [r["fit_columns"]]
+                ],
+            )
+        )
+        for r in fitted:
+            out.append(f"  {r['node_layer']}: {r['fit_columns']['verdict']}")
     if summary.skipped:
         names = sorted(summary.skipped)
         shown = ", ".join(names[:6]) + (f", ... ({len(names)} in all)" if len(names) > 6 else "")
