@@ -123,17 +123,28 @@ def fit_alternative(
             value = -(counts @ (kernel[index] - log_z))
         return value if np.isfinite(value) else 1e300
 
-    best = None
-    for scale in (1.0, 0.5, 2.0):
-        start = alt.start(values, counts) * scale
-        result = optimize.minimize(
-            negative_loglik,
-            start,
-            method="Nelder-Mead",
-            options={"xatol": 1e-9, "fatol": 1e-10, "maxiter": 4000},
+    start = alt.start(values, counts)
+    if alt.n_params == 1:
+        # a bounded scalar search around the moment-based start
+        width = max(abs(float(start[0])), 1.0) * 4
+        found = optimize.minimize_scalar(
+            lambda v: negative_loglik(np.array([v])),
+            bounds=(float(start[0]) - width, float(start[0]) + width),
+            method="bounded",
+            options={"xatol": 1e-10},
         )
-        if best is None or result.fun < best.fun:
-            best = result
+        best = optimize.OptimizeResult(x=np.array([found.x]), fun=found.fun)
+    else:
+        best = None
+        for _ in range(2):  # a restart from the first optimum guards against early stops
+            result = optimize.minimize(
+                negative_loglik,
+                start if best is None else best.x,
+                method="Nelder-Mead",
+                options={"xatol": 1e-8, "fatol": 1e-9, "maxiter": 2000},
+            )
+            if best is None or result.fun < best.fun:
+                best = result
     kernel = alt.log_kernel(best.x, k, logk)
     log_pmf = kernel[index] - logsumexp(kernel)
     return best.x, log_pmf, float(-best.fun)

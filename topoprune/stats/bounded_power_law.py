@@ -21,7 +21,7 @@ import numpy as np
 from scipy.special import logsumexp, zeta
 
 ALPHA_LIMIT = 60.0  # |alpha| beyond this is reported as "cannot fit"
-_H = 1e-3  # step of the Richardson-extrapolated derivatives of log zeta
+_H = 1e-5  # step of the central differences of log Z in alpha
 
 
 # ---- discrete -------------------------------------------------------------------------------
@@ -97,8 +97,8 @@ def log_power_sum(alpha, a, b) -> np.ndarray:
 def discrete_moments(alpha, xmin, xmax):
     """``(log Z, E[log X], Var[log X])`` of the discrete bounded power law.
 
-    ``E`` and ``Var`` are minus the first and the second derivative of ``log Z`` in alpha,
-    by Richardson-extrapolated central differences (error about 1e-11).
+    ``E`` and ``Var`` are the first and second derivatives of ``-log Z`` and ``log Z`` in alpha,
+    by central differences (error about 1e-10 in ``E``, 1e-5 relative in ``Var``).
 
     Examples
     --------
@@ -112,13 +112,9 @@ def discrete_moments(alpha, xmin, xmax):
     f0 = log_power_sum(alpha, xmin, xmax)
     h = np.where(np.isinf(xmax), np.minimum(_H, (alpha - 1.0) / 4), _H)
     plus, minus = log_power_sum(alpha + h, xmin, xmax), log_power_sum(alpha - h, xmin, xmax)
-    plus2, minus2 = (
-        log_power_sum(alpha + h / 2, xmin, xmax),
-        log_power_sum(alpha - h / 2, xmin, xmax),
-    )
-    # Richardson extrapolation of the central differences: error O(h^4)
-    first = (4 * (plus2 - minus2) / h - (plus - minus) / (2 * h)) / 3
-    second = (16 * (plus2 - 2 * f0 + minus2) / h**2 - (plus - 2 * f0 + minus) / h**2) / 3
+    # central differences: truncation ~h^2 and rounding ~eps/h both near 1e-10 for E
+    first = (plus - minus) / (2 * h)
+    second = (plus - 2 * f0 + minus) / (h * h)
     return f0, -first, np.maximum(second, 0.0)
 
 
@@ -129,33 +125,37 @@ def continuous_moments(alpha, xmin, xmax):
     """``(log Z, E[log X], Var[log X])`` of the continuous bounded power law.
 
     With u = log(x / xmin) on [0, L], L = log(xmax / xmin), the density of u is proportional to
-    exp(t u), t = 1 - alpha: a truncated exponential, computed stably for any t.
+    exp(t u), t = 1 - alpha: a truncated exponential, computed stably for any t. For
+    xmax = inf (alpha > 1), u is exponential with rate alpha - 1.
     """
-    alpha = np.asarray(alpha, float)
+    alpha, xmin, xmax = np.broadcast_arrays(
+        np.asarray(alpha, float), np.asarray(xmin, float), np.asarray(xmax, float)
+    )
     t = 1.0 - alpha
-    log_a = math.log(xmin)
-    if np.isinf(xmax):
-        # Pareto: Z = xmin^(1-a) / (a-1); log X - log xmin ~ Exponential(a - 1)
-        rate = alpha - 1.0
-        return t * log_a - np.log(rate), log_a + 1.0 / rate, 1.0 / rate**2
-    length = math.log(xmax / xmin)
+    log_a = np.log(xmin)
+    unbounded = np.isinf(xmax)
+    length = np.log(np.where(unbounded, np.e * xmin, xmax) / xmin)
     s = t * length
     small = np.abs(s) < 1e-4
     s_safe = np.where(small, 1.0, s)
-    # log of int_0^L exp(t u) du
-    log_int = np.where(
-        s_safe > 0,
-        s_safe + np.log(-np.expm1(-s_safe)) - np.log(np.abs(s_safe)),
-        np.log(-np.expm1(s_safe)) - np.log(np.abs(s_safe)),
-    ) + math.log(length)
-    log_int = np.where(small, math.log(length) + s / 2 + s * s / 24, log_int)
-    mean_u = np.where(small, 0.5 + s / 12, 1.0 / -np.expm1(-s_safe) - 1.0 / s_safe) * length
-    var_u = (
-        np.where(
-            small, 1 / 12 - s * s / 240, 1.0 / s_safe**2 - 1.0 / (4 * np.sinh(s_safe / 2) ** 2)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        log_int = np.where(
+            s_safe > 0,
+            s_safe + np.log(-np.expm1(-s_safe)) - np.log(np.abs(s_safe)),
+            np.log(-np.expm1(s_safe)) - np.log(np.abs(s_safe)),
+        ) + np.log(length)
+        log_int = np.where(small, np.log(length) + s / 2 + s * s / 24, log_int)
+        mean_u = np.where(small, 0.5 + s / 12, 1.0 / -np.expm1(-s_safe) - 1.0 / s_safe) * length
+        var_u = (
+            np.where(
+                small, 1 / 12 - s * s / 240, 1.0 / s_safe**2 - 1.0 / (4 * np.sinh(s_safe / 2) ** 2)
+            )
+            * length**2
         )
-        * length**2
-    )
+        rate = alpha - 1.0
+        log_int = np.where(unbounded, -np.log(rate), log_int)
+        mean_u = np.where(unbounded, 1.0 / rate, mean_u)
+        var_u = np.where(unbounded, 1.0 / rate**2, var_u)
     return t * log_a + log_int, log_a + mean_u, np.maximum(var_u, 0.0)
 
 
@@ -236,13 +236,9 @@ def cdf_below(x: np.ndarray, alpha: float, xmin, xmax, discrete: bool) -> np.nda
         tail = np.where(above > xmax, 0.0, power_sum(alpha, above, xmax))
         return 1.0 - tail / power_sum(alpha, xmin, xmax)
     log_z, _, _ = continuous_moments(alpha, xmin, xmax)
-    upper = np.minimum(x, xmax)
-    partial, _, _ = (
-        continuous_moments(alpha, xmin, upper)
-        if np.ndim(upper) == 0
-        else (np.array([continuous_moments(alpha, xmin, float(u))[0] for u in upper.ravel()]), 0, 0)
-    )
-    return np.where(x <= xmin, 0.0, np.exp(partial - log_z).reshape(x.shape))
+    upper = np.clip(x, xmin * (1 + 1e-15), xmax)
+    partial, _, _ = continuous_moments(alpha, xmin, upper)
+    return np.where(x <= xmin, 0.0, np.exp(partial - log_z))
 
 
 def sample(n: int, alpha: float, xmin, xmax, discrete: bool, rng: np.random.Generator):

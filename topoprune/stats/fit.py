@@ -68,9 +68,16 @@ def parse_bound(value: object, name: str) -> float | str | None:
 
 
 def fit_at(
-    hist: Histogram, xmin: float, xmax: float, discrete: bool, ks: str, min_tail: int = MIN_TAIL
+    hist: Histogram,
+    xmin: float,
+    xmax: float,
+    discrete: bool,
+    ks: str,
+    min_tail: int = MIN_TAIL,
+    alpha: float | None = None,
 ) -> dict:
-    """Alpha, SE, log-likelihood and KS on a given range; ``reason`` set when not fittable."""
+    """Alpha (solved unless given), SE, log-likelihood and KS on a given range; ``reason`` set
+    when not fittable."""
     tail = hist.restrict(xmin, xmax)
     if tail.n < min_tail:
         return {
@@ -80,7 +87,8 @@ def fit_at(
         return {"reason": f"all {tail.n} values in range equal {tail.values[0]:g}"}
     if np.isinf(xmax) and not xmin > 0:
         return {"reason": "xmin must be positive"}
-    alpha = float(solve_alpha(tail.sum_log / tail.n, xmin, xmax, discrete)[0])
+    if alpha is None:
+        alpha = float(solve_alpha(tail.sum_log / tail.n, xmin, xmax, discrete)[0])
     if not np.isfinite(alpha):
         return {"reason": "no maximum-likelihood alpha: the data pile up at one end of the range"}
     return {
@@ -147,6 +155,7 @@ def fit_power_law(
         if best is None:
             return _unfit(result, _no_candidate_reason(hist, upper, min_tail))
         lower = float(scan.candidates[best])
+        return _complete(result, hist, lower, upper, min_tail, alpha=float(scan.alphas[best]))
     return _complete(result, hist, lower, upper, min_tail)
 
 
@@ -159,9 +168,14 @@ def _no_candidate_reason(hist: Histogram, upper: float, min_tail: int) -> str:
 
 
 def _complete(
-    result: PowerLawFit, hist: Histogram, xmin: float, xmax: float, min_tail: int
+    result: PowerLawFit,
+    hist: Histogram,
+    xmin: float,
+    xmax: float,
+    min_tail: int,
+    alpha: float | None = None,
 ) -> PowerLawFit:
-    numbers = fit_at(hist, xmin, xmax, result.discrete, result.ks_convention, min_tail)
+    numbers = fit_at(hist, xmin, xmax, result.discrete, result.ks_convention, min_tail, alpha)
     result.xmin, result.xmax = xmin, xmax
     result.n_below = int(hist.counts[hist.values < xmin].sum())
     result.n_above = int(hist.counts[hist.values > xmax].sum())
