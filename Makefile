@@ -57,8 +57,12 @@ demo: data
 	$(TP) analyze $(DEMO_DIR)/lenet300_pruned.pt --chain sequential --figures figures/demo \
 		--csv $(DEMO_DIR)
 
+# igraph is a peer measured by the benchmarks only (not a dependency): installed when it can be.
 bench: $(INSTALLED)
+	@$(PY) -c "import igraph" 2>/dev/null || $(PY) -m pip install --quiet igraph || \
+		echo "note: igraph not installable; its comparison is skipped"
 	$(PY) -m benchmarks.degrees_vgg16 --out results/benchmarks/degrees_vgg16.json
+	$(PY) -m benchmarks.powerlaw_fit --out results/benchmarks/powerlaw_fit.json
 
 FORCE:
 

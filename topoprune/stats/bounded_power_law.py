@@ -46,18 +46,20 @@ def power_sum(alpha, a, b) -> np.ndarray:
     >>> float(power_sum(-1.0, 1, 100))
     5050.0
     """
-    alpha, a, b = np.broadcast_arrays(
-        np.asarray(alpha, float), np.asarray(a, float), np.asarray(b, float)
-    )
+    alpha, a, b = (np.asarray(v, float) for v in (alpha, a, b))
+    if not alpha.shape == a.shape == b.shape:
+        alpha, a, b = np.broadcast_arrays(alpha, a, b)
     shape = alpha.shape
     alpha, a, b = alpha.ravel(), a.ravel(), b.ravel()
-    # direct terms below _EM_START, only as many as each range has (ragged, flattened)
-    n_terms = np.clip(np.minimum(b, _EM_START - 1) - a + 1, 0, None).astype(np.int64)
-    owner = np.repeat(np.arange(a.size), n_terms)
-    offset = np.arange(owner.size) - np.repeat(np.cumsum(n_terms) - n_terms, n_terms)
-    j = a[owner] + offset
-    terms = np.exp(-alpha[owner] * np.log(j))
-    direct = np.bincount(owner, weights=terms, minlength=a.size).astype(float)
+    direct = np.zeros(a.size)
+    low = np.flatnonzero(a < _EM_START)
+    if low.size:
+        # direct terms below _EM_START, only as many as each range has (ragged, flattened)
+        n_terms = np.maximum(np.minimum(b[low], _EM_START - 1) - a[low] + 1, 0).astype(np.int64)
+        owner = np.repeat(np.arange(low.size), n_terms)
+        offset = np.arange(owner.size) - np.repeat(np.cumsum(n_terms) - n_terms, n_terms)
+        terms = np.exp(-alpha[low][owner] * np.log(a[low][owner] + offset))
+        direct[low] = np.bincount(owner, weights=terms, minlength=low.size)
     c = np.maximum(a, _EM_START)  # Euler-Maclaurin from here on
     rest = c <= b
     total = direct
@@ -173,7 +175,7 @@ def solve_alpha(
     discrete: bool = True,
     *,
     start: np.ndarray | None = None,
-    tol: float = 1e-11,
+    tol: float = 1e-9,
     max_iter: int = 200,
 ) -> np.ndarray:
     """MLE of alpha for arrays of ``(mean log x, xmin, xmax)``; NaN where none exists.

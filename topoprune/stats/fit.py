@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from topoprune.stats.bounded_power_law import log_likelihood, solve_alpha, standard_error
+from topoprune.stats.bounded_power_law import moments, solve_alpha
 from topoprune.stats.data import positive_data
 from topoprune.stats.errors import FitError
 from topoprune.stats.scan import KS_CONVENTIONS, Histogram, ks_distance, scan_xmin
@@ -75,9 +75,10 @@ def fit_at(
     ks: str,
     min_tail: int = MIN_TAIL,
     alpha: float | None = None,
+    ks_value: float | None = None,
 ) -> dict:
-    """Alpha (solved unless given), SE, log-likelihood and KS on a given range; ``reason`` set
-    when not fittable."""
+    """Alpha (solved unless given), SE, log-likelihood and KS (measured unless given) on a given
+    range; ``reason`` set when not fittable."""
     tail = hist.restrict(xmin, xmax)
     if tail.n < min_tail:
         return {
@@ -91,11 +92,12 @@ def fit_at(
         alpha = float(solve_alpha(tail.sum_log / tail.n, xmin, xmax, discrete)[0])
     if not np.isfinite(alpha):
         return {"reason": "no maximum-likelihood alpha: the data pile up at one end of the range"}
+    log_z, _, var = moments(alpha, xmin, xmax, discrete)
     return {
         "alpha": alpha,
-        "alpha_se": standard_error(alpha, tail.n, xmin, xmax, discrete),
-        "loglik": log_likelihood(alpha, tail.n, tail.sum_log, xmin, xmax, discrete),
-        "ks": ks_distance(hist, alpha, xmin, xmax, discrete, ks),
+        "alpha_se": float(1.0 / np.sqrt(tail.n * var)) if var > 0 else float("inf"),
+        "loglik": float(-alpha * tail.sum_log - tail.n * log_z),
+        "ks": ks_distance(hist, alpha, xmin, xmax, discrete, ks) if ks_value is None else ks_value,
         "n_tail": tail.n,
     }
 
@@ -155,7 +157,15 @@ def fit_power_law(
         if best is None:
             return _unfit(result, _no_candidate_reason(hist, upper, min_tail))
         lower = float(scan.candidates[best])
-        return _complete(result, hist, lower, upper, min_tail, alpha=float(scan.alphas[best]))
+        return _complete(
+            result,
+            hist,
+            lower,
+            upper,
+            min_tail,
+            alpha=float(scan.alphas[best]),
+            ks_value=float(scan.ks[best]),
+        )
     return _complete(result, hist, lower, upper, min_tail)
 
 
@@ -174,8 +184,11 @@ def _complete(
     xmax: float,
     min_tail: int,
     alpha: float | None = None,
+    ks_value: float | None = None,
 ) -> PowerLawFit:
-    numbers = fit_at(hist, xmin, xmax, result.discrete, result.ks_convention, min_tail, alpha)
+    numbers = fit_at(
+        hist, xmin, xmax, result.discrete, result.ks_convention, min_tail, alpha, ks_value
+    )
     result.xmin, result.xmax = xmin, xmax
     result.n_below = int(hist.counts[hist.values < xmin].sum())
     result.n_above = int(hist.counts[hist.values > xmax].sum())
