@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from topoprune.stats.bounded_power_law import sample
+from topoprune.stats.bounded_power_law import PowerLawSampler, sample
 from topoprune.stats.scan import Histogram, scan_batch
 
 # p-value accuracy: 1,000 replicates give +-0.016 at p = 0.1 (1 sd); 2,500 give +-0.01 (Clauset).
@@ -103,6 +103,7 @@ def bootstrap_ks_discrete(
     rng = np.random.default_rng(seed)
     outside = values[(values < xmin) | (values > xmax)]
     n = values.size
+    sampler = PowerLawSampler(alpha, xmin, xmax, True)
     distances = []
     bar = _progress(n_boot, progress)
     exceed = 0
@@ -112,7 +113,7 @@ def bootstrap_ks_discrete(
         n_model = (
             np.full(size, n) if outside.size == 0 else rng.binomial(n, (n - outside.size) / n, size)
         )
-        drawn = sample(int(n_model.sum()), alpha, xmin, xmax, True, rng).astype(float)
+        drawn = sampler.draw(int(n_model.sum()), rng).astype(float)
         resampled = (
             rng.choice(outside, int(size * n - n_model.sum())) if outside.size else np.zeros(0)
         )

@@ -243,47 +243,59 @@ def cdf_below(x: np.ndarray, alpha: float, xmin, xmax, discrete: bool) -> np.nda
     return np.where(x <= xmin, 0.0, np.exp(partial - log_z))
 
 
-def sample(n: int, alpha: float, xmin, xmax, discrete: bool, rng: np.random.Generator):
-    """``n`` draws from the (bounded) power law."""
-    u = rng.random(n)
-    if discrete and not np.isinf(xmax):
-        k = np.arange(int(xmin), int(xmax) + 1)
-        logp = -alpha * np.log(k)
-        cdf = np.cumsum(np.exp(logp - logsumexp(logp)))
-        return k[np.minimum(np.searchsorted(cdf, u * cdf[-1], side="right"), k.size - 1)]
-    if discrete:
-        return _sample_zeta(u, alpha, int(xmin))
-    t = 1.0 - alpha
-    if np.isinf(xmax):
-        return xmin * (1.0 - u) ** (-1.0 / (alpha - 1.0))
-    if abs(t) < 1e-12:
-        return xmin * (xmax / xmin) ** u
-    a_t, b_t = xmin**t, xmax**t
-    return (a_t + u * (b_t - a_t)) ** (1.0 / t)
+class PowerLawSampler:
+    """Exact inverse-CDF draws from the (bounded) power law; tables are built once.
 
-
-def _sample_zeta(u: np.ndarray, alpha: float, xmin: int, table: int = 100_000) -> np.ndarray:
-    """Exact inverse-CDF draws from the unbounded discrete power law.
-
-    The CDF is tabulated over xmin..xmin+table; the rare draws beyond it are found by bisection on
-    ``zeta(alpha, k) / zeta(alpha, xmin) <= 1 - u`` (still exact).
+    Unbounded discrete: the survival function is tabulated over xmin..xmin+table; the rare draws
+    beyond it are found by bisection on ``zeta(alpha, k) / zeta(alpha, xmin) <= 1 - u``.
     """
-    k = np.arange(xmin, xmin + table)
-    tail = zeta(alpha, k) / zeta(alpha, xmin)  # P(X >= k)
-    survival = 1.0 - u
-    # index of the last k with P(X >= k) > survival
-    idx = np.searchsorted(-tail, -survival, side="left") - 1
-    out = k[np.clip(idx, 0, table - 1)].astype(np.int64)
-    beyond = idx >= table - 1
-    for i in np.flatnonzero(beyond):
-        lo, hi = xmin + table - 1, (xmin + table) * 2
-        while zeta(alpha, hi) / zeta(alpha, xmin) > survival[i]:
-            lo, hi = hi, hi * 2
-        while hi - lo > 1:  # invariant: P(X >= lo) > s >= P(X >= hi)
-            mid = (lo + hi) // 2
-            if zeta(alpha, mid) / zeta(alpha, xmin) > survival[i]:
-                lo = mid
-            else:
-                hi = mid
-        out[i] = lo
-    return out
+
+    def __init__(self, alpha: float, xmin, xmax, discrete: bool, table: int = 20_000) -> None:
+        self.alpha, self.xmin, self.xmax, self.discrete = alpha, xmin, xmax, discrete
+        if discrete and not np.isinf(xmax):
+            self.k = np.arange(int(xmin), int(xmax) + 1)
+            logp = -alpha * np.log(self.k)
+            self.cdf = np.cumsum(np.exp(logp - logsumexp(logp)))
+        elif discrete:
+            self.k = np.arange(int(xmin), int(xmin) + table)
+            self.survival = zeta(alpha, self.k) / zeta(alpha, xmin)  # P(X >= k)
+
+    def draw(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        u = rng.random(n)
+        alpha, xmin, xmax = self.alpha, self.xmin, self.xmax
+        if self.discrete and not np.isinf(xmax):
+            index = np.searchsorted(self.cdf, u * self.cdf[-1], side="right")
+            return self.k[np.minimum(index, self.k.size - 1)]
+        if self.discrete:
+            return self._draw_zeta(1.0 - u)
+        t = 1.0 - alpha
+        if np.isinf(xmax):
+            return xmin * (1.0 - u) ** (-1.0 / (alpha - 1.0))
+        if abs(t) < 1e-12:
+            return xmin * (xmax / xmin) ** u
+        a_t, b_t = xmin**t, xmax**t
+        return (a_t + u * (b_t - a_t)) ** (1.0 / t)
+
+    def _draw_zeta(self, survival: np.ndarray) -> np.ndarray:
+        alpha, xmin, k = self.alpha, int(self.xmin), self.k
+        # index of the last k with P(X >= k) > survival
+        idx = np.searchsorted(-self.survival, -survival, side="left") - 1
+        out = k[np.clip(idx, 0, k.size - 1)].astype(np.int64)
+        norm = zeta(alpha, xmin)
+        for i in np.flatnonzero(idx >= k.size - 1):
+            lo, hi = int(k[-1]), int(k[-1]) * 2
+            while zeta(alpha, hi) / norm > survival[i]:
+                lo, hi = hi, hi * 2
+            while hi - lo > 1:  # invariant: P(X >= lo) > s >= P(X >= hi)
+                mid = (lo + hi) // 2
+                if zeta(alpha, mid) / norm > survival[i]:
+                    lo = mid
+                else:
+                    hi = mid
+            out[i] = lo
+        return out
+
+
+def sample(n: int, alpha: float, xmin, xmax, discrete: bool, rng: np.random.Generator):
+    """``n`` draws from the (bounded) power law (see :class:`PowerLawSampler`)."""
+    return PowerLawSampler(alpha, xmin, xmax, discrete).draw(n, rng)
