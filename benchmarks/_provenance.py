@@ -20,7 +20,16 @@ def git_revision() -> str:
             cwd=Path(__file__).parent,
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            # results/ holds outputs that this very run rewrites: only sources make it dirty
+            [
+                "git",
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+                "--",
+                ":(top)",
+                ":(top,exclude)results",
+            ],
             capture_output=True,
             text=True,
             check=True,

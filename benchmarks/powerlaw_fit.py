@@ -128,8 +128,9 @@ def main() -> None:
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     for name, row in fits.items():
         line = (
-            f"{name}: topoprune {row['topoprune_s'] * 1e3:.1f} ms (xmin {row['topoprune']['xmin']:g},"
-            f" alpha {row['topoprune']['alpha']:.5f}); powerlaw {row['powerlaw_s']:.2f} s "
+            f"{name}: topoprune {row['topoprune_s'] * 1e3:.1f} ms "
+            f"(xmin {row['topoprune']['xmin']:g}, alpha {row['topoprune']['alpha']:.5f}); "
+            f"powerlaw {row['powerlaw_s']:.2f} s "
             f"(xmin {row['powerlaw']['xmin']:g}, alpha {row['powerlaw']['alpha']:.5f}): "
             f"{row['speedup_vs_powerlaw']:.0f}x"
         )
