@@ -54,7 +54,8 @@ DEMO_DIR ?= runs/demo
 demo: data
 	$(TP) data list
 	$(PY) -m studies.torch_prune_demo --out $(DEMO_DIR) --seed 0
-	$(TP) analyze $(DEMO_DIR)/lenet300_pruned.pt --chain sequential --figures figures/demo \
+	$(TP) analyze $(DEMO_DIR)/lenet300_pruned.pt --chain sequential --boot 500 --seed 0 \
+		--figures figures/demo \
 		--csv $(DEMO_DIR)
 
 # igraph is a peer measured by the benchmarks only (not a dependency): installed when it can be.
