@@ -8,8 +8,10 @@ they were selected), and p is the fraction of replicates whose KS distance is at
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -104,12 +106,9 @@ def bootstrap_ks_discrete(
     outside = values[(values < xmin) | (values > xmax)]
     n = values.size
     sampler = PowerLawSampler(alpha, xmin, xmax, True)
-    distances = []
-    bar = _progress(n_boot, progress)
-    exceed = 0
-    done = 0
-    while done < n_boot:
-        size = min(chunk, n_boot - done)
+
+    def draw(size: int) -> tuple:
+        """One chunk of replicates as a concatenated histogram (drawn in seed order)."""
         n_model = (
             np.full(size, n) if outside.size == 0 else rng.binomial(n, (n - outside.size) / n, size)
         )
@@ -129,19 +128,37 @@ def bootstrap_ks_discrete(
             keep &= data >= xmin
         key, counts = np.unique(rep[keep] * (2.0**40) + data[keep], return_counts=True)
         which = (key // 2.0**40).astype(np.int64)
-        vals = key - which * 2.0**40
-        result = scan_batch(
-            vals, counts, which, upper, ks, min_tail, lower=None if scan else np.full(size, xmin)
-        )
-        best = result.best_ks(size)
-        distances.append(best)
-        done += size
-        if bar is not None:
-            bar.update(size)
-        if stop_below is not None and observed_ks is not None:
+        return key - which * 2.0**40, counts, which, upper, size
+
+    def refit(chunk_data: tuple) -> np.ndarray:
+        vals, counts, which, upper, size = chunk_data
+        lower = None if scan else np.full(size, xmin)
+        return scan_batch(vals, counts, which, upper, ks, min_tail, lower=lower).best_ks(size)
+
+    sizes = [min(chunk, n_boot - start) for start in range(0, n_boot, chunk)]
+    bar = _progress(n_boot, progress)
+    distances = []
+    if stop_below is None or observed_ks is None:
+        # Replicates are drawn in seed order, then refitted on all cores (numpy releases the GIL
+        # in its array loops): the result does not depend on the number of threads.
+        workers = max(1, min(os.cpu_count() or 1, len(sizes)))
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            pending = [pool.submit(refit, draw(size)) for size in sizes]
+            for future, size in zip(pending, sizes):
+                distances.append(future.result())
+                if bar is not None:
+                    bar.update(size)
+    else:
+        exceed, done = 0, 0
+        for size in sizes:
+            best = refit(draw(size))
+            distances.append(best)
+            done += size
+            if bar is not None:
+                bar.update(size)
             exceed += int(np.sum(best >= observed_ks))
             if exceed + (n_boot - done) < stop_below * n_boot:
-                break
+                break  # p can no longer reach stop_below: the decision is made
     if bar is not None:
         bar.close()
     return np.concatenate(distances)

@@ -207,7 +207,11 @@ def solve_alpha(
         proposal = a_act + score / np.maximum(var, 1e-300)
         outside = ~((proposal > lo_act) & (proposal < hi_act)) | ~np.isfinite(proposal)
         new = np.where(outside, 0.5 * (lo_act + hi_act), proposal)
-        done = (np.abs(new - a_act) <= tol * (1.0 + np.abs(a_act))) | (hi_act - lo_act < tol)
+        # Newton converges quadratically: after a step below 1e-5 the next would be ~1e-10
+        done = (
+            np.abs(new - a_act)
+            <= np.maximum(tol, np.where(outside, 0.0, 1e-5)) * (1.0 + np.abs(a_act))
+        ) | (hi_act - lo_act < tol)
         alpha[active], lo[active], hi[active] = new, lo_act, hi_act
         active = active[~done]
         if active.size == 0:

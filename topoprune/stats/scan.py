@@ -21,6 +21,7 @@ import numpy as np
 from topoprune.stats.bounded_power_law import cdf_below, power_sum, solve_alpha
 
 KS_CONVENTIONS = ("observed", "integers")
+_SHORT_GAP = 4  # gaps between observed values up to this are summed term by term
 
 
 @dataclass(frozen=True)
@@ -202,7 +203,13 @@ def scan_batch(
     # most gaps between consecutive observed degrees are a single integer: one power each
     log_u = np.log(u)
     piece = np.exp(-alpha * log_u)
-    wide = following > u
+    # short gaps: a few more powers; long ones (and the last piece, up to xmax): closed forms
+    for extra in range(1, _SHORT_GAP):
+        more = following >= u + extra
+        if not more.any():
+            break
+        piece[more] += np.exp(-alpha[more] * np.log(u[more] + extra))
+    wide = following >= u + _SHORT_GAP
     if wide.any():
         piece[wide] = power_sum(alpha[wide], u[wide], following[wide])
     tail = _segment_reverse_cumsum(piece, first_pair)
