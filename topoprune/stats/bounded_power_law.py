@@ -221,11 +221,6 @@ def solve_alpha(
     return np.where(at_edge, np.nan, alpha)
 
 
-def log_likelihood(alpha: float, n: int, sum_log: float, xmin, xmax, discrete: bool) -> float:
-    log_z, _, _ = moments(alpha, xmin, xmax, discrete)
-    return float(-alpha * sum_log - n * log_z)
-
-
 def standard_error(alpha: float, n: int, xmin, xmax, discrete: bool) -> float:
     _, _, var = moments(alpha, xmin, xmax, discrete)
     return float(1.0 / math.sqrt(n * float(var))) if var > 0 else float("inf")
