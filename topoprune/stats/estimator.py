@@ -210,7 +210,7 @@ class BoundedPowerLaw:
                 stop_below=stop_below,
                 observed_ks=result.ks,
             )
-        result.p_value, _ = p_value(replicate_ks, result.ks)
+        result.p_value, result.n_boot_failed = p_value(replicate_ks, result.ks)
         result.n_boot = int(replicate_ks.size)
         result.seed = self.seed
 
@@ -299,6 +299,8 @@ def verdict(result: PowerLawFit, significance: float = SIGNIFICANCE) -> str:
         head = f"{name} rejected ({_fmt_p(result.p_value)})"
     else:
         head = f"{name} not rejected ({_fmt_p(result.p_value)})"
+    if result.n_boot_failed:
+        head += f" [{result.n_boot_failed} of {result.n_boot} replicates could not be fitted]"
     favoured, beaten, tied = [], [], []
     for row in result.comparisons:
         label = (

@@ -40,6 +40,7 @@ class PowerLawFit:
     loglik: float | None = None
     p_value: float | None = None
     n_boot: int = 0
+    n_boot_failed: int = 0  # replicates left out of p because they could not be fitted
     seed: int | None = None
     comparisons: list[dict] = field(default_factory=list)
     verdict: str = ""
