@@ -174,6 +174,8 @@ def _no_candidate_reason(hist: Histogram, upper: float, min_tail: int) -> str:
     in_range = hist.restrict(-np.inf, upper)
     if in_range.values.size <= 1:
         value = in_range.values[0] if in_range.values.size else float("nan")
+        if in_range.n == 1:
+            return f"a single value ({value:g}): nothing to fit"
         return f"all {in_range.n} values are equal ({value:g}): nothing to fit"
     return f"fewer than {min_tail} values above every candidate xmin ({in_range.n} values)"
 
