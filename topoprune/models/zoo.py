@@ -1,0 +1,108 @@
+"""The registered architectures.
+
+- ``lenet300``: 784-300-100-10 MLP (LeCun et al. 1998; Han et al. 2015).
+- ``lenet5``: the Caffe LeNet-5, 20C5-MP2-50C5-MP2-500FC-10 (430,500 weights; Caffe has no
+  nonlinearity after the convolutions, one ReLU after the 500-unit layer).
+- ``mlp1024``: 784-1024-1024-10 (Lu & Kwok 2018).
+- ``cnn_mnist``: 32C5-MP2-32C5-MP2-256FC-10, unpadded convolutions (Lu & Kwok 2018).
+- ``cnn_cifar``: 32C3-32C3-MP2-64C3-64C3-MP2-512FC-10 laid out as the classic Keras CIFAR-10
+  network: the first convolution of each pair is padded ("same"), the second is not, so the
+  classifier sees 64 x 6 x 6 features (Lu & Kwok 2018 do not state the padding).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import nn
+
+from topoprune.registry import Registry
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registered architecture: its builder and the input it expects."""
+
+    name: str
+    build: Callable[[int], nn.Sequential]
+    input_shape: tuple[int, int, int]
+    description: str
+
+
+MODELS: Registry[ModelSpec] = Registry("model")
+
+
+def _register(name: str, input_shape: tuple[int, int, int], description: str):
+    def decorate(build: Callable[[int], nn.Sequential]) -> Callable[[int], nn.Sequential]:
+        MODELS.register(name)(ModelSpec(name, build, input_shape, description))
+        return build
+
+    return decorate
+
+
+@_register("lenet300", (1, 28, 28), "784-300-100-10 MLP")
+def lenet300(num_classes: int = 10) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(784, 300), nn.ReLU(),
+        nn.Linear(300, 100), nn.ReLU(),
+        nn.Linear(100, num_classes),
+    )  # fmt: skip
+
+
+@_register("lenet5", (1, 28, 28), "Caffe LeNet-5: 20C5-MP2-50C5-MP2-500FC-10")
+def lenet5(num_classes: int = 10) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(1, 20, 5), nn.MaxPool2d(2),
+        nn.Conv2d(20, 50, 5), nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(800, 500), nn.ReLU(),
+        nn.Linear(500, num_classes),
+    )  # fmt: skip
+
+
+@_register("mlp1024", (1, 28, 28), "784-1024-1024-10 MLP")
+def mlp1024(num_classes: int = 10) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(784, 1024), nn.ReLU(),
+        nn.Linear(1024, 1024), nn.ReLU(),
+        nn.Linear(1024, num_classes),
+    )  # fmt: skip
+
+
+@_register("cnn_mnist", (1, 28, 28), "32C5-MP2-32C5-MP2-256FC-10")
+def cnn_mnist(num_classes: int = 10) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 5), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 32, 5), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(32 * 4 * 4, 256), nn.ReLU(),
+        nn.Linear(256, num_classes),
+    )  # fmt: skip
+
+
+@_register("cnn_cifar", (3, 32, 32), "32C3-32C3-MP2-64C3-64C3-MP2-512FC-10")
+def cnn_cifar(num_classes: int = 10) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(32, 32, 3), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(64, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(64 * 6 * 6, 512), nn.ReLU(),
+        nn.Linear(512, num_classes),
+    )  # fmt: skip
+
+
+def build_model(name: str, num_classes: int = 10) -> nn.Sequential:
+    """A freshly initialised model by registered name (unknown names list the valid ones).
+
+    Examples
+    --------
+    >>> model = build_model("lenet300")
+    >>> sum(m.weight.numel() for m in model if isinstance(m, nn.Linear))
+    266200
+    """
+    return MODELS[name].build(num_classes)
