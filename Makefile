@@ -49,13 +49,13 @@ lint: $(INSTALLED)
 test: data lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# Until topoprune's pruning engine lands: train, prune (torch.nn.utils.prune) and analyse.
+# The main job: prune LeNet-300-100 with Dynamic Network Surgery on MNIST, then analyse it.
 DEMO_DIR ?= runs/demo
 demo: data
 	$(TP) data list
-	$(PY) -m studies.torch_prune_demo --out $(DEMO_DIR) --seed 0
-	$(TP) analyze $(DEMO_DIR)/lenet300_pruned.pt --chain sequential --boot 500 --seed 0 \
-		--figures figures/demo \
+	$(TP) prune --model lenet300 --dataset mnist --method dns --dense-epochs 5 --epochs 20 \
+		--c 3,3,1.5 --seed 0 --out $(DEMO_DIR) --quiet $(if $(wildcard $(DEMO_DIR)/checkpoint.pt),--resume)
+	$(TP) analyze $(DEMO_DIR)/checkpoint.pt --boot 500 --seed 0 --figures figures/demo \
 		--csv $(DEMO_DIR)
 
 # igraph is a peer measured by the benchmarks only (not a dependency): installed when it can be.
@@ -64,6 +64,7 @@ bench: $(INSTALLED)
 		echo "note: igraph not installable; its comparison is skipped"
 	$(PY) -m benchmarks.degrees_vgg16 --out results/benchmarks/degrees_vgg16.json
 	$(PY) -m benchmarks.powerlaw_fit --out results/benchmarks/powerlaw_fit.json
+	$(PY) -m benchmarks.masked_step --out results/benchmarks/masked_step.json
 
 FORCE:
 

@@ -11,6 +11,7 @@ import json
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from topoprune import __version__
 from topoprune.errors import TopopruneError
@@ -351,7 +352,111 @@ def _add_fit_command(sub: argparse._SubParsersAction) -> None:
     fit.set_defaults(func=_fit)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _config_flags(parser: argparse.ArgumentParser, config_cls: type) -> None:
+    """One flag per field of a method's hyper-parameter dataclass."""
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(config_cls)
+    for spec in dataclasses.fields(config_cls):
+        kind = hints[spec.name]
+        flag = "--" + spec.name.replace("_", "-")
+        help_text = spec.metadata.get("help", "")
+        if typing.get_origin(kind) is tuple:
+            parser.add_argument(
+                flag,
+                type=_float_list,
+                default=spec.default,
+                metavar="X[,X...]",
+                help=f"{help_text} (default: {','.join(map(str, spec.default))})",
+            )
+        else:
+            parser.add_argument(
+                flag, type=kind, default=spec.default, help=f"{help_text} (default: {spec.default})"
+            )
+
+
+def _float_list(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip()) if text else ()
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected numbers separated by commas, got {text!r}"
+        ) from None
+
+
+def _prune(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from topoprune.prune.methods import METHODS
+    from topoprune.train.engine import TrainSettings, resolve_device
+    from topoprune.train.run import prune_run
+
+    method = METHODS[args.method]
+    config = method.Config(
+        **{f.name: getattr(args, f.name) for f in dataclasses.fields(method.Config)}
+    )
+    settings = TrainSettings(
+        batch_size=args.batch_size,
+        momentum=args.momentum,
+        seed=args.seed,
+        device=resolve_device(args.device),
+        progress=not args.quiet,
+    )
+    summary = prune_run(
+        args.model,
+        args.dataset,
+        args.method,
+        config,
+        settings,
+        args.out,
+        resume=args.resume,
+        data_dir=args.data_dir,
+    )
+    kept = ", ".join(f"{name} {pct:.2f}%" for name, pct in summary["kept_percent"].items())
+    print(
+        f"{args.model} on {args.dataset}, {args.method}: test error {summary['test_error']:.2%}"
+        f" (dense {summary['dense_test_error']:.2%}), compression "
+        f"{summary['compression']:.1f}x; kept per layer: {kept}"
+    )
+    print(f"summary: {Path(args.out) / 'summary.json'}; checkpoint: {summary['checkpoint']}")
+    return 0
+
+
+def _add_prune_command(sub: argparse._SubParsersAction, argv: Sequence[str] | None) -> None:
+    from topoprune.data import DATASETS
+    from topoprune.models import MODELS
+    from topoprune.prune.methods import METHODS
+
+    prune = sub.add_parser(
+        "prune",
+        help="train and prune a model; writes a checkpoint and summary.json",
+        description="Train a model and prune it with a registered method. The method's "
+        "hyper-parameters appear as flags once --method is given (see --method M --help).",
+    )
+    prune.add_argument("--model", required=True, choices=MODELS.names())
+    prune.add_argument("--dataset", required=True, choices=DATASETS.names())
+    prune.add_argument("--method", required=True, choices=METHODS.names())
+    prune.add_argument("--out", required=True, help="output folder (checkpoint, summary.json)")
+    prune.add_argument("--seed", type=int, default=0)
+    prune.add_argument("--batch-size", type=int, default=128)
+    prune.add_argument("--momentum", type=float, default=0.9)
+    prune.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda")
+    prune.add_argument("--resume", action="store_true", help="continue from --out's checkpoint")
+    prune.add_argument("--data-dir", help="read the data set from this folder")
+    prune.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    # the chosen method's own flags
+    words = list(argv if argv is not None else sys.argv[1:])
+    chosen = next((words[i + 1] for i, w in enumerate(words[:-1]) if w == "--method"), None)
+    chosen = chosen or next((w.split("=", 1)[1] for w in words if w.startswith("--method=")), None)
+    if chosen in METHODS:
+        _config_flags(
+            prune.add_argument_group(f"{chosen} hyper-parameters"), METHODS[chosen].Config
+        )
+    prune.set_defaults(func=_prune)
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="topoprune",
         description="Network science of sparse neural networks.",
@@ -361,12 +466,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_commands(sub)
     _add_topology_commands(sub)
     _add_fit_command(sub)
+    _add_prune_command(sub, argv)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
-    parser = build_parser()
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)

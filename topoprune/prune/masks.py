@@ -1,0 +1,117 @@
+"""Masks on a live model: ``weight_orig`` parameters, ``weight_mask`` buffers, masked forward.
+
+The same layout as ``torch.nn.utils.prune`` (so state_dicts read as torch-prune checkpoints), in
+two modes:
+
+- default: pruned entries of ``weight_orig`` are kept at zero (:func:`enforce_masks` after every
+  optimiser step), so the forward pass uses the weights as they are and costs what a dense step
+  costs; pruned weights never come back.
+- ``straight_through``: the forward uses ``W * M`` while the gradient reaches every weight, pruned
+  ones included, as Dynamic Network Surgery requires (pruned weights keep learning and can be
+  spliced back).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+from topoprune.errors import TopopruneError
+
+WEIGHT_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d)
+
+
+def _masked_forward_hook(module: nn.Module, _inputs) -> None:
+    weight = module.weight_orig
+    if module.straight_through:
+        # value W * M, gradient passed to W unmasked, with no Python-level backward
+        module.weight = weight + (weight * module.weight_mask - weight).detach()
+    else:
+        module.weight = weight.view_as(weight)  # pruned entries are zero (enforce_masks)
+
+
+def add_masks(model: nn.Module, *, straight_through: bool = False) -> nn.Module:
+    """Give every Linear/Conv1d/Conv2d layer a mask of ones (in place); returns the model."""
+    for _, module in weight_modules(model):
+        if hasattr(module, "weight_mask"):
+            module.straight_through = straight_through
+            continue
+        weight = module.weight
+        del module._parameters["weight"]
+        module.register_parameter("weight_orig", nn.Parameter(weight.detach().clone()))
+        module.register_buffer("weight_mask", torch.ones_like(weight))
+        module.straight_through = straight_through
+        module.register_forward_pre_hook(_masked_forward_hook)
+        _masked_forward_hook(module, ())
+    return model
+
+
+def weight_modules(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
+    """``(name, module)`` of every weight layer, in registration order."""
+    for name, module in model.named_modules():
+        if isinstance(module, WEIGHT_MODULES):
+            yield name, module
+
+
+def masked_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    modules = [(n, m) for n, m in weight_modules(model) if hasattr(m, "weight_mask")]
+    if not modules:
+        raise TopopruneError("the model has no masks: call add_masks(model) first")
+    return modules
+
+
+def set_straight_through(model: nn.Module, value: bool) -> None:
+    """Switch the gradient mode; leaving straight-through zeroes the pruned weights."""
+    for _, module in masked_modules(model):
+        module.straight_through = value
+    if not value:
+        enforce_masks(model)
+
+
+@torch.no_grad()
+def enforce_masks(model: nn.Module) -> None:
+    """Zero the pruned weights of the layers not in straight-through mode (after each step)."""
+    for _, module in masked_modules(model):
+        if not module.straight_through:
+            module.weight_orig.mul_(module.weight_mask)
+
+
+@torch.no_grad()
+def apply_masks(
+    model: nn.Module, masks: dict[str, torch.Tensor], *, zero_pruned: bool = True
+) -> None:
+    """Install new masks (by module name). Pruned weights are zeroed, except with
+    ``zero_pruned=False`` on straight-through layers (whose pruned weights keep learning)."""
+    modules = dict(masked_modules(model))
+    for name, mask in masks.items():
+        if name not in modules:
+            raise TopopruneError(f"no masked layer {name!r}; layers: {', '.join(modules)}")
+        module = modules[name]
+        if mask.shape != module.weight_mask.shape:
+            raise TopopruneError(
+                f"{name}: mask shape {tuple(mask.shape)} differs from "
+                f"weight shape {tuple(module.weight_mask.shape)}"
+            )
+        module.weight_mask.copy_(mask.to(module.weight_mask.dtype))
+        if zero_pruned or not module.straight_through:
+            module.weight_orig.mul_(module.weight_mask)
+
+
+def current_masks(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Boolean copies of every mask, by module name."""
+    return {name: m.weight_mask.detach().bool().clone() for name, m in masked_modules(model)}
+
+
+def kept_fractions(model: nn.Module) -> dict[str, float]:
+    return {name: float(m.weight_mask.mean()) for name, m in masked_modules(model)}
+
+
+def compression(model: nn.Module) -> float:
+    """Total weights / kept weights over the masked layers."""
+    total = kept = 0
+    for _, module in masked_modules(model):
+        total += module.weight_mask.numel()
+        kept += int(module.weight_mask.sum())
+    return total / kept if kept else float("inf")
