@@ -23,7 +23,7 @@ from pathlib import Path
 import networkx as nx
 import numpy as np
 
-from benchmarks._provenance import provenance
+from topoprune.provenance import provenance
 
 VGG16 = [
     ("features.0", (64, 3, 3, 3)), ("features.2", (64, 64, 3, 3)),

@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from benchmarks._provenance import provenance
 from topoprune.models import MODELS, build_model
+from topoprune.provenance import provenance
 from topoprune.prune.masks import add_masks, enforce_masks
 
 

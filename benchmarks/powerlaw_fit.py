@@ -20,7 +20,7 @@ from pathlib import Path
 import networkx as nx
 import numpy as np
 
-from benchmarks._provenance import provenance
+from topoprune.provenance import provenance
 from topoprune.stats import BoundedPowerLaw, fit_power_law
 from topoprune.stats.bounded_power_law import sample
 

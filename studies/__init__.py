@@ -1,0 +1,19 @@
+"""Studies: one module per study, using topoprune's public API only.
+
+Each study module defines a frozen ``Config`` dataclass, a ``QUICK`` config (minutes, used by
+the test suite) and ``run(config, out) -> dict``. ``topoprune study run NAME`` finds them here.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+from topoprune.registry import Registry
+
+STUDIES: Registry[str] = Registry("study")
+STUDIES.register("pruning-table")("studies.pruning_table")
+
+
+def load_study(name: str) -> ModuleType:
+    return importlib.import_module(STUDIES[name])

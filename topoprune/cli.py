@@ -456,6 +456,38 @@ def _add_prune_command(sub: argparse._SubParsersAction, argv: Sequence[str] | No
     prune.set_defaults(func=_prune)
 
 
+def _study_run(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    try:
+        from studies import load_study
+    except ImportError:
+        raise TopopruneError(
+            "the studies package is not importable: install topoprune from its source tree "
+            "(pip install -e .)"
+        ) from None
+    study = load_study(args.name)
+    config = study.QUICK if args.quick else study.Config()
+    if args.device:
+        config = dataclasses.replace(config, device=args.device)
+    out = args.out or f"results/{args.name.replace('-', '_')}" + ("_quick" if args.quick else "")
+    result = study.run(config, out, progress=not args.quiet)
+    print(f"{args.name}: {len(result['rows'])} rows in {result['wall_seconds']:.0f} s -> {out}")
+    return 0
+
+
+def _add_study_command(sub: argparse._SubParsersAction) -> None:
+    study = sub.add_parser("study", help="run a study (results/ tables and data for figures)")
+    study_sub = study.add_subparsers(dest="study_command", required=True, metavar="{run}")
+    run = study_sub.add_parser("run", help="run (or resume) a study")
+    run.add_argument("name", help="study name, e.g. pruning-table")
+    run.add_argument("--quick", action="store_true", help="the minutes-long smoke version")
+    run.add_argument("--out", help="output folder (default results/<name>[_quick])")
+    run.add_argument("--device", help="auto, cpu or cuda (default: the study's, auto)")
+    run.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    run.set_defaults(func=_study_run)
+
+
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="topoprune",
@@ -467,6 +499,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     _add_topology_commands(sub)
     _add_fit_command(sub)
     _add_prune_command(sub, argv)
+    _add_study_command(sub)
     return parser
 
 

@@ -1,4 +1,4 @@
-"""Provenance recorded beside every benchmark result: command, versions, git revision."""
+"""Provenance recorded beside every result (studies, benchmarks): command, versions, revision."""
 
 from __future__ import annotations
 
