@@ -74,6 +74,7 @@ def run(config: Config, out: str | Path, *, progress: bool = False) -> dict:
     """Every (model, method, seed) run, then the table; returns the table rows."""
     out = Path(out)
     start = time.perf_counter()
+    origin = provenance(("topoprune", "torch", "numpy"))  # the code that produced the runs
     device = resolve_device(config.device)
     summaries = []
     for model in config.models:
@@ -88,7 +89,7 @@ def run(config: Config, out: str | Path, *, progress: bool = False) -> dict:
     write_json_atomic(out / "table.json", {
         "rows": rows, "config": asdict(config),
         "wall_seconds": time.perf_counter() - start, "device": device,
-        "provenance": provenance(("topoprune", "torch", "numpy")),
+        "provenance": origin,
     })  # fmt: skip
     (out / "table.csv").write_text(to_csv(rows))
     return {"rows": rows, "wall_seconds": time.perf_counter() - start}

@@ -166,6 +166,42 @@ def test_resume_after_interrupt_reaches_the_same_result(small, tmp_path, monkeyp
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_resume_at_a_stage_boundary(small, tmp_path, monkeypatch):
+    config = MagnitudeConfig(dense_epochs=1, retrain_epochs=1, lr=0.05)
+    full = prune_run(
+        "lenet300", "mnist", "magnitude", config, SETTINGS, tmp_path / "full", data=small
+    )
+    import topoprune.train.run as run_module
+
+    real_save = run_module.save_network
+    calls = {"n": 0}
+
+    def interrupted_save(*args, **kwargs):
+        real_save(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 2:  # right after the dense stage ended
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_module, "save_network", interrupted_save)
+    with pytest.raises(KeyboardInterrupt):
+        prune_run("lenet300", "mnist", "magnitude", config, SETTINGS, tmp_path / "cut", data=small)
+    monkeypatch.setattr(run_module, "save_network", real_save)
+    resumed = prune_run(
+        "lenet300",
+        "mnist",
+        "magnitude",
+        config,
+        SETTINGS,
+        tmp_path / "cut",
+        data=small,
+        resume=True,
+    )
+    assert resumed["test_error"] == full["test_error"]
+    a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)["extra"]["model_state"]
+    b = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)["extra"]["model_state"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_resume_refuses_other_runs(small, tmp_path):
     config = MagnitudeConfig(dense_epochs=1, retrain_epochs=0)
     prune_run("lenet300", "mnist", "magnitude", config, SETTINGS, tmp_path / "x", data=small)

@@ -110,6 +110,10 @@ def run_stages(
 ) -> TrainingState:
     """Run (or resume) the stages; ``save`` is called after every epoch and every stage."""
     state = state or TrainingState()
+    if not state.started:
+        # a checkpoint written between stages holds the finished stage's optimiser: the next
+        # stage starts a fresh one, as an uninterrupted run does
+        optimizer_state = None
     device = settings.device
     model.to(device)
     train = data.train
