@@ -92,6 +92,7 @@ def run(config: Config, out: str | Path, *, progress: bool = False) -> dict:
         "provenance": origin,
     })  # fmt: skip
     (out / "table.csv").write_text(to_csv(rows))
+    (out / "table.md").write_text(to_markdown(rows))
     return {"rows": rows, "wall_seconds": time.perf_counter() - start}
 
 
@@ -135,3 +136,29 @@ def to_csv(rows: list[dict]) -> str:
             "/".join(str(v) for v in r["paper"].get("kept", [])),
         ])  # fmt: skip
     return buffer.getvalue()
+
+
+def to_markdown(rows: list[dict]) -> str:
+    """The README's table: ours (mean +- std over seeds) beside the paper's."""
+    lines = [
+        "| model | method | seeds | dense error % | pruned error % | compression | kept % per "
+        "layer | paper: dense -> pruned error %, compression, kept % |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        p = r["paper"]
+        paper = (
+            (
+                f"{p['dense_error']:.2f} -> {p['error']:.2f}, {p['compression']}x, "
+                f"{'/'.join(str(v) for v in p['kept'])} ({p['source']})"
+            )
+            if p
+            else "-"
+        )
+        lines.append(
+            f"| {r['model']} | {r['method']} | {r['seeds']} | {r['dense_error_mean']:.2f} +- "
+            f"{r['dense_error_std']:.2f} | {r['error_mean']:.2f} +- {r['error_std']:.2f} | "
+            f"{r['compression_mean']:.1f}x | "
+            f"{'/'.join(f'{v:.1f}' for v in r['kept_percent_mean'])} | {paper} |"
+        )
+    return "\n".join(lines) + "\n"

@@ -34,6 +34,7 @@ def test_quick_pruning_table(tmp_path, capsys):
         assert 0 < row["error_mean"] < 100 and row["compression_mean"] > 1
     assert "git_revision" in table["provenance"]
     assert (out / "table.csv").read_text().startswith("model,method,seeds")
+    assert (out / "table.md").read_text().count("| lenet300 |") == 2
     # a second run finds every run finished and only rebuilds the table
     assert (
         main(
