@@ -135,25 +135,39 @@ def test_random_masks_match_kept_fractions(small, tmp_path):
     assert not np.array_equal(first, second)  # another seed, another random mask
 
 
-def test_resume_after_interrupt_reaches_the_same_result(small, tmp_path, monkeypatch):
-    config = DNSConfig(dense_epochs=1, epochs=2, gamma=1e-3)
-    full = prune_run("lenet300", "mnist", "dns", config, SETTINGS, tmp_path / "full", data=small)
-
+def interrupt_after_saves(monkeypatch, count: int):
+    """Make the run's checkpoint writer raise KeyboardInterrupt right after its ``count``-th
+    save (a kill at that point); returns a function that restores it."""
     import topoprune.train.run as run_module
 
     real_save = run_module.save_network
     calls = {"n": 0}
 
-    def interrupted_save(*args, **kwargs):
+    def save(*args, **kwargs):
         real_save(*args, **kwargs)
         calls["n"] += 1
-        if calls["n"] == 3:  # dense epoch, dense end, first surgery epoch: then the "kill"
+        if calls["n"] == count:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(run_module, "save_network", interrupted_save)
+    monkeypatch.setattr(run_module, "save_network", save)
+    return lambda: monkeypatch.setattr(run_module, "save_network", real_save)
+
+
+def same_weights(a_dir, b_dir) -> bool:
+    a = torch.load(a_dir / "checkpoint.pt", weights_only=True)["extra"]["model_state"]
+    b = torch.load(b_dir / "checkpoint.pt", weights_only=True)["extra"]["model_state"]
+    return set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_after_interrupt_reaches_the_same_result(small, tmp_path, monkeypatch):
+    config = DNSConfig(dense_epochs=1, epochs=2, gamma=1e-3)
+    full = prune_run("lenet300", "mnist", "dns", config, SETTINGS, tmp_path / "full", data=small)
+
+    # saves: dense epoch, dense end, first surgery epoch; then the "kill"
+    restore = interrupt_after_saves(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
         prune_run("lenet300", "mnist", "dns", config, SETTINGS, tmp_path / "cut", data=small)
-    monkeypatch.setattr(run_module, "save_network", real_save)
+    restore()
     with pytest.raises(TopopruneError, match="pass --resume"):
         prune_run("lenet300", "mnist", "dns", config, SETTINGS, tmp_path / "cut", data=small)
     resumed = prune_run(
@@ -161,9 +175,7 @@ def test_resume_after_interrupt_reaches_the_same_result(small, tmp_path, monkeyp
     )
     assert resumed["test_error"] == full["test_error"]
     assert resumed["kept_percent"] == full["kept_percent"]
-    a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)["extra"]["model_state"]
-    b = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)["extra"]["model_state"]
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert same_weights(tmp_path / "full", tmp_path / "cut")
 
 
 def test_resume_at_a_stage_boundary(small, tmp_path, monkeypatch):
@@ -171,21 +183,10 @@ def test_resume_at_a_stage_boundary(small, tmp_path, monkeypatch):
     full = prune_run(
         "lenet300", "mnist", "magnitude", config, SETTINGS, tmp_path / "full", data=small
     )
-    import topoprune.train.run as run_module
-
-    real_save = run_module.save_network
-    calls = {"n": 0}
-
-    def interrupted_save(*args, **kwargs):
-        real_save(*args, **kwargs)
-        calls["n"] += 1
-        if calls["n"] == 2:  # right after the dense stage ended
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(run_module, "save_network", interrupted_save)
+    restore = interrupt_after_saves(monkeypatch, 2)  # right after the dense stage ended
     with pytest.raises(KeyboardInterrupt):
         prune_run("lenet300", "mnist", "magnitude", config, SETTINGS, tmp_path / "cut", data=small)
-    monkeypatch.setattr(run_module, "save_network", real_save)
+    restore()
     resumed = prune_run(
         "lenet300",
         "mnist",
@@ -197,9 +198,7 @@ def test_resume_at_a_stage_boundary(small, tmp_path, monkeypatch):
         resume=True,
     )
     assert resumed["test_error"] == full["test_error"]
-    a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)["extra"]["model_state"]
-    b = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)["extra"]["model_state"]
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert same_weights(tmp_path / "full", tmp_path / "cut")
 
 
 def test_resume_refuses_other_runs(small, tmp_path):
