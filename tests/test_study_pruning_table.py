@@ -7,22 +7,9 @@ from topoprune.cli import main
 
 def test_quick_pruning_table(tmp_path, capsys):
     out = tmp_path / "table"
-    assert (
-        main(
-            [
-                "study",
-                "run",
-                "pruning-table",
-                "--quick",
-                "--out",
-                str(out),
-                "--quiet",
-                "--device",
-                "cpu",
-            ]
-        )
-        == 0
-    )
+    command = ["study", "run", "pruning-table", "--quick", "--out", str(out), "--quiet",
+               "--device", "cpu"]  # fmt: skip
+    assert main(command) == 0
     table = json.loads((out / "table.json").read_text())
     rows = {(r["model"], r["method"]): r for r in table["rows"]}
     assert set(rows) == {("lenet300", "magnitude"), ("lenet300", "dns")}
@@ -36,22 +23,7 @@ def test_quick_pruning_table(tmp_path, capsys):
     assert (out / "table.csv").read_text().startswith("model,method,seeds")
     assert (out / "table.md").read_text().count("| lenet300 |") == 2
     # a second run finds every run finished and only rebuilds the table
-    assert (
-        main(
-            [
-                "study",
-                "run",
-                "pruning-table",
-                "--quick",
-                "--out",
-                str(out),
-                "--quiet",
-                "--device",
-                "cpu",
-            ]
-        )
-        == 0
-    )
+    assert main(command) == 0
     assert "2 rows" in capsys.readouterr().out
 
 

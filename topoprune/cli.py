@@ -223,6 +223,8 @@ def _degrees(args: argparse.Namespace) -> int:
 
 
 def _add_topology_commands(sub: argparse._SubParsersAction) -> None:
+    from topoprune.stats import MODES
+
     analyze = sub.add_parser(
         "analyze",
         help="per-layer and per-node-layer topology of a pruned checkpoint",
@@ -245,7 +247,7 @@ def _add_topology_commands(sub: argparse._SubParsersAction) -> None:
     analyze.add_argument(
         "--fit-mode",
         default="bounded",
-        choices=("clauset", "bounded", "window", "fixed"),
+        choices=MODES,
         help="bound selection of the fits (default: bounded)",
     )
     analyze.add_argument(
