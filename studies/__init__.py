@@ -13,6 +13,7 @@ from topoprune.registry import Registry
 
 STUDIES: Registry[str] = Registry("study")
 STUDIES.register("pruning-table")("studies.pruning_table")
+STUDIES.register("scale-free")("studies.scale_free")
 
 
 def load_study(name: str) -> ModuleType:

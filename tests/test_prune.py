@@ -1,5 +1,6 @@
 """Masked training, the pruning methods, checkpoints and exact resume (on a small MNIST subset)."""
 
+import itertools
 import json
 
 import numpy as np
@@ -13,8 +14,8 @@ from topoprune.io import load_network
 from topoprune.models import build_model
 from topoprune.prune.allocation import magnitude_masks_by_sparsity
 from topoprune.prune.masks import add_masks, apply_masks, enforce_masks, set_straight_through
-from topoprune.prune.methods import DNSConfig, MagnitudeConfig, RandomConfig
-from topoprune.train.engine import TrainSettings
+from topoprune.prune.methods import DenseConfig, DNSConfig, MagnitudeConfig, RandomConfig
+from topoprune.train.engine import Stage, TrainSettings
 from topoprune.train.run import prune_run
 
 
@@ -160,7 +161,7 @@ def same_weights(a_dir, b_dir) -> bool:
 
 
 def test_resume_after_interrupt_reaches_the_same_result(small, tmp_path, monkeypatch):
-    config = DNSConfig(dense_epochs=1, epochs=2, gamma=1e-3)
+    config = DNSConfig(dense_epochs=1, epochs=2, gamma=1e-3, schedule="cosine")
     full = prune_run("lenet300", "mnist", "dns", config, SETTINGS, tmp_path / "full", data=small)
 
     # saves: dense epoch, dense end, first surgery epoch; then the "kill"
@@ -201,6 +202,39 @@ def test_resume_at_a_stage_boundary(small, tmp_path, monkeypatch):
     assert same_weights(tmp_path / "full", tmp_path / "cut")
 
 
+def test_cosine_schedule_decays_within_each_stage():
+    stage = Stage("s", epochs=2, lr=0.1, lr_end=0.0)
+    assert stage.lr_at(0, 100) == pytest.approx(0.1)
+    assert stage.lr_at(50, 100) == pytest.approx(0.05)
+    assert stage.lr_at(100, 100) == pytest.approx(0.0)
+    rates = [stage.lr_at(i, 100) for i in range(100)]
+    assert all(a > b for a, b in itertools.pairwise(rates))
+    assert Stage("s", epochs=2, lr=0.1).lr_at(70, 100) == 0.1  # constant
+
+
+def test_methods_start_from_one_dense_run(small, tmp_path):
+    dense = prune_run(
+        "lenet300", "mnist", "dense", DenseConfig(epochs=1, lr=0.05), SETTINGS,
+        tmp_path / "dense", data=small,
+    )  # fmt: skip
+    assert dense["compression"] == 1.0
+    init = tmp_path / "dense" / "checkpoint.pt"
+    pruned = prune_run(
+        "lenet300", "mnist", "magnitude",
+        MagnitudeConfig(dense_epochs=0, retrain_epochs=1, sparsity=(0.9,)), SETTINGS,
+        tmp_path / "magnitude", data=small, init=init,
+    )  # fmt: skip
+    # no training before pruning: the dense error is the shared model's
+    assert pruned["dense_test_error"] == dense["test_error"] == pruned["init_test_error"]
+    assert pruned["init"]["method"] == "dense"
+    assert pruned["compression"] == pytest.approx(10, rel=1e-3)
+    with pytest.raises(TopopruneError, match="written for lenet300"):
+        prune_run(
+            "mlp1024", "mnist", "dns", DNSConfig(dense_epochs=0, epochs=1), SETTINGS,
+            tmp_path / "other", data=small, init=init,
+        )  # fmt: skip
+
+
 def test_resume_refuses_other_runs(small, tmp_path):
     config = MagnitudeConfig(dense_epochs=1, retrain_epochs=0)
     prune_run("lenet300", "mnist", "magnitude", config, SETTINGS, tmp_path / "x", data=small)
@@ -237,6 +271,7 @@ def test_resume_refuses_other_runs(small, tmp_path):
         (MagnitudeConfig(lr=0.0), "learning rate must be > 0"),
         (DNSConfig(lr=-1.0), "learning rate must be > 0"),
         (RandomConfig(kept=(0.0,)), r"kept fraction of 1 must be in \(0, 1\]"),
+        (DNSConfig(schedule="step"), "schedule must be one of constant, cosine"),
     ],
 )
 def test_bad_hyper_parameters(small, tmp_path, config, message):

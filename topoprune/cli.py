@@ -414,12 +414,14 @@ def _prune(args: argparse.Namespace) -> int:
         args.out,
         resume=args.resume,
         data_dir=args.data_dir,
+        init=args.init,
     )
     kept = ", ".join(f"{name} {pct:.2f}%" for name, pct in summary["kept_percent"].items())
+    dense = summary["dense_test_error"]
+    dense = f" (dense {dense:.2%})" if dense is not None else ""
     print(
         f"{args.model} on {args.dataset}, {args.method}: test error {summary['test_error']:.2%}"
-        f" (dense {summary['dense_test_error']:.2%}), compression "
-        f"{summary['compression']:.1f}x; kept per layer: {kept}"
+        f"{dense}, compression {summary['compression']:.1f}x; kept per layer: {kept}"
     )
     print(f"summary: {Path(args.out) / 'summary.json'}; checkpoint: {summary['checkpoint']}")
     return 0
@@ -446,6 +448,11 @@ def _add_prune_command(sub: argparse._SubParsersAction, argv: Sequence[str] | No
     prune.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda")
     prune.add_argument("--resume", action="store_true", help="continue from --out's checkpoint")
     prune.add_argument("--data-dir", help="read the data set from this folder")
+    prune.add_argument(
+        "--init",
+        help="start from this run's checkpoint (weights and masks), e.g. a --method dense run; "
+        "give the method --dense-epochs 0 to skip its own dense training",
+    )
     prune.add_argument("--quiet", action="store_true", help="no per-epoch lines")
     # the chosen method's own flags
     words = list(argv if argv is not None else sys.argv[1:])
@@ -458,9 +465,7 @@ def _add_prune_command(sub: argparse._SubParsersAction, argv: Sequence[str] | No
     prune.set_defaults(func=_prune)
 
 
-def _study_run(args: argparse.Namespace) -> int:
-    import dataclasses
-
+def _load_study(name: str):
     try:
         from studies import load_study
     except ImportError:
@@ -468,7 +473,13 @@ def _study_run(args: argparse.Namespace) -> int:
             "the studies package is not importable: install topoprune from its source tree "
             "(pip install -e .)"
         ) from None
-    study = load_study(args.name)
+    return load_study(name)
+
+
+def _study_run(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    study = _load_study(args.name)
     config = study.QUICK if args.quick else study.Config()
     if args.device:
         config = dataclasses.replace(config, device=args.device)
@@ -490,6 +501,35 @@ def _add_study_command(sub: argparse._SubParsersAction) -> None:
     run.set_defaults(func=_study_run)
 
 
+def _figures(args: argparse.Namespace) -> int:
+    study = _load_study(args.study)
+    if not hasattr(study, "figures"):
+        raise TopopruneError(f"study {args.study!r} draws no figures")
+    folder = args.study.replace("-", "_")
+    results = Path(args.results or f"results/{folder}")
+    if not results.is_dir():
+        raise TopopruneError(
+            f"{results} does not exist: run `topoprune study run {args.study}` first "
+            "(or give --results)"
+        )
+    written = study.figures(results, Path(args.out or f"figures/{folder}"))
+    for path in written:
+        print(path)
+    return 0
+
+
+def _add_figures_command(sub: argparse._SubParsersAction) -> None:
+    figures = sub.add_parser(
+        "figures",
+        help="draw a study's figures from its results folder",
+        description="Draw a study's figures from its results alone (no training, no fitting).",
+    )
+    figures.add_argument("--study", required=True, help="study name, e.g. scale-free")
+    figures.add_argument("--results", help="results folder (default results/<study>)")
+    figures.add_argument("--out", help="figure folder (default figures/<study>)")
+    figures.set_defaults(func=_figures)
+
+
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="topoprune",
@@ -502,6 +542,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     _add_fit_command(sub)
     _add_prune_command(sub, argv)
     _add_study_command(sub)
+    _add_figures_command(sub)
     return parser
 
 

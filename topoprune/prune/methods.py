@@ -33,11 +33,52 @@ def _weights(model: nn.Module) -> dict[str, torch.Tensor]:
     return {name: m.weight_orig.detach() * m.weight_mask for name, m in masked_modules(model)}
 
 
+SCHEDULES = ("constant", "cosine")
+
+
+def _schedule_help():
+    return _help(
+        "learning rate within each stage: 'constant' or 'cosine' (decays to 0)", "constant"
+    )
+
+
+def _lr_end(config) -> float | None:
+    """Where each stage's learning rate ends: 0 for the cosine schedule, None for constant."""
+    return 0.0 if config.schedule == "cosine" else None
+
+
 def _check_common(config) -> None:
+    if config.schedule not in SCHEDULES:
+        raise TopopruneError(
+            f"schedule must be one of {', '.join(SCHEDULES)}, got {config.schedule!r}"
+        )
     if config.lr <= 0:
         raise TopopruneError(f"learning rate must be > 0, got {config.lr:g}")
     if config.weight_decay < 0:
         raise TopopruneError(f"weight decay must be >= 0, got {config.weight_decay:g}")
+
+
+@dataclass(frozen=True)
+class DenseConfig:
+    epochs: int = _help("epochs of dense training", 20)
+    lr: float = _help("learning rate", 0.01)
+    weight_decay: float = _help("L2 weight decay", 5e-4)
+    schedule: str = _schedule_help()
+
+
+@METHODS.register("dense")
+class Dense:
+    """No pruning: the dense model that pruning methods start from (``--init``)."""
+
+    Config = DenseConfig
+
+    def __init__(self, config: DenseConfig, names: list[str], seed: int) -> None:
+        _check_common(config)
+        self.config = config
+
+    def stages(self) -> list[Stage]:
+        c = self.config
+        return [Stage("dense", c.epochs, c.lr, c.weight_decay, lr_end=_lr_end(c))]
 
 
 @dataclass(frozen=True)
@@ -55,6 +96,7 @@ class MagnitudeConfig:
         "prune below quality x std of the layer's weights (overrides --sparsity)", ()
     )
     allocation: str = _help("'layer' (per-layer targets) or 'global' (one threshold)", "layer")
+    schedule: str = _schedule_help()
 
 
 @METHODS.register("magnitude")
@@ -97,7 +139,7 @@ class Magnitude:
 
     def stages(self) -> list[Stage]:
         c = self.config
-        stages = [Stage("dense", c.dense_epochs, c.lr, c.weight_decay)]
+        stages = [Stage("dense", c.dense_epochs, c.lr, c.weight_decay, lr_end=_lr_end(c))]
         for i in range(c.iterations):
             stages.append(
                 Stage(
@@ -106,6 +148,7 @@ class Magnitude:
                     c.lr * c.retrain_lr_factor,
                     c.weight_decay,
                     on_start=self._prune(i),
+                    lr_end=_lr_end(c),
                 )
             )
         return stages
@@ -121,6 +164,7 @@ class DNSConfig:
     gamma: float = _help("mask-update probability (1 + gamma iter)^(-power)", 1e-4)
     power: float = _help("see --gamma", 1.0)
     iter_stop: int = _help("no mask updates after this many surgery steps", 20000)
+    schedule: str = _schedule_help()
 
 
 @METHODS.register("dns")
@@ -174,7 +218,7 @@ class DynamicNetworkSurgery:
     def stages(self) -> list[Stage]:
         c = self.config
         return [
-            Stage("dense", c.dense_epochs, c.lr, c.weight_decay),
+            Stage("dense", c.dense_epochs, c.lr, c.weight_decay, lr_end=_lr_end(c)),
             Stage(
                 "surgery",
                 c.epochs,
@@ -183,6 +227,7 @@ class DynamicNetworkSurgery:
                 straight_through=True,
                 on_start=self._start,
                 on_step=self._step,
+                lr_end=_lr_end(c),
             ),
         ]
 
@@ -195,6 +240,7 @@ class RandomConfig:
     epochs: int = _help("epochs of training with the random masks", 20)
     lr: float = _help("learning rate", 0.01)
     weight_decay: float = _help("L2 weight decay", 5e-4)
+    schedule: str = _schedule_help()
 
 
 @METHODS.register("random")
@@ -234,5 +280,7 @@ class RandomMasks:
 
     def stages(self) -> list[Stage]:
         c = self.config
-        stages = [Stage("dense", c.dense_epochs, c.lr, c.weight_decay)] if c.dense_epochs else []
-        return [*stages, Stage("random", c.epochs, c.lr, c.weight_decay, on_start=self._mask)]
+        end = _lr_end(c)
+        stages = [Stage("dense", c.dense_epochs, c.lr, c.weight_decay, lr_end=end)]
+        masked = Stage("random", c.epochs, c.lr, c.weight_decay, on_start=self._mask, lr_end=end)
+        return [*(stages if c.dense_epochs else []), masked]

@@ -56,6 +56,14 @@ class Stage:
     on_start: Callable[[nn.Module, TrainingState], None] | None = None
     on_step: Callable[[nn.Module, TrainingState], None] | None = None
     snapshot: bool = True  # keep the masks at the end of the stage
+    lr_end: float | None = None  # cosine decay from lr to lr_end over the stage; None: constant
+
+    def lr_at(self, step: int, total_steps: int) -> float:
+        """The learning rate of the stage's ``step``-th step (0-based) of ``total_steps``."""
+        if self.lr_end is None or total_steps < 1:
+            return self.lr
+        progress = min(step / total_steps, 1.0)
+        return self.lr_end + (self.lr - self.lr_end) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 @dataclass(frozen=True)
@@ -185,8 +193,14 @@ def _train_epoch(
     order = epoch_order(len(train), settings.seed, stage_index, state.epoch)
     total, batches = 0.0, 0
     loss_fn = nn.functional.cross_entropy
+    per_epoch = math.ceil(len(order) / settings.batch_size)
     for start in range(0, len(order), settings.batch_size):
         batch = order[start : start + settings.batch_size]
+        # the rate follows from the position in the stage alone, so a resumed run matches
+        lr = stage.lr_at(state.epoch * per_epoch + start // settings.batch_size,
+                         stage.epochs * per_epoch)  # fmt: skip
+        for group in optimizer.param_groups:
+            group["lr"] = lr
         images = train.images[batch].to(settings.device)
         labels = train.labels[batch].to(settings.device)
         optimizer.zero_grad(set_to_none=True)

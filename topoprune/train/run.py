@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import platform
 import time
 from pathlib import Path
@@ -74,6 +75,22 @@ def _resume_state(path: Path, model: torch.nn.Module, metadata: dict):
     return state, extra["optimizer_state"]
 
 
+def _load_init(path: Path, model: torch.nn.Module) -> dict:
+    """Load a finished training checkpoint's weights and masks into ``model``; its metadata."""
+    obj = load_torch_object(path)
+    extra = obj.get("extra", {}) if is_topoprune_checkpoint(obj) else {}
+    if "model_state" not in extra:
+        raise TopopruneError(f"{path}: not a topoprune training checkpoint; cannot start from it")
+    own, theirs = model.state_dict(), extra["model_state"]
+    if set(own) != set(theirs) or any(own[k].shape != theirs[k].shape for k in own):
+        found = obj.get("metadata", {}).get("model", "another architecture")
+        raise TopopruneError(f"{path}: written for {found}; cannot start this model from it")
+    model.load_state_dict(theirs)
+    recorded = obj.get("metadata", {})
+    return {"checkpoint": str(path), **{k: recorded.get(k) for k in ("model", "dataset",
+            "method", "seed", "config")}}  # fmt: skip
+
+
 def _plain(value: object) -> object:
     """Tuples and lists compare equal (a config survives the checkpoint as lists)."""
     if isinstance(value, tuple | list):
@@ -94,11 +111,13 @@ def prune_run(
     resume: bool = False,
     data_dir: str | None = None,
     data: ImageDataset | None = None,
+    init: str | Path | None = None,
 ) -> dict:
     """Train and prune; write ``checkpoint.pt`` (every epoch) and ``summary.json`` into ``out``.
 
     ``data`` replaces the named data set (a subset, a permuted task); ``dataset_name`` still
-    names it in the metadata.
+    names it in the metadata. ``init`` starts from another run's final weights and masks (one
+    dense model serving several methods: give them ``dense_epochs=0``).
     """
     out = Path(out)
     method_cls = METHODS[method_name]
@@ -115,6 +134,11 @@ def prune_run(
     names = [name for name, _ in masked_modules(model)]
     method = method_cls(config, names, settings.seed)
     metadata = run_metadata(model_name, dataset_name, method_name, config, settings)
+    init_error = None
+    if init is not None:
+        metadata["init"] = _load_init(Path(init), model)
+        model.to(settings.device)
+        init_error = error_rate(model, dataset.test, settings.device)
     path = checkpoint_path(out)
     state, optimizer_state = None, None
     if path.exists():
@@ -123,6 +147,10 @@ def prune_run(
                 f"{path} exists: pass --resume to continue that run, or use another --out folder"
             )
         state, optimizer_state = _resume_state(path, model, metadata)
+        stages = method.stages()
+        if state.stage >= len(stages) and (out / "summary.json").exists():
+            # finished earlier: keep its summary (and its wall time) as written
+            return json.loads((out / "summary.json").read_text())
     out.mkdir(parents=True, exist_ok=True)
 
     def save(model, optimizer, state: TrainingState) -> None:
@@ -159,7 +187,8 @@ def prune_run(
         "test_error": error_rate(model, dataset.test, settings.device),
         "val_error": error_rate(model, dataset.val, settings.device),
         "stage_test_errors": stage_errors,
-        "dense_test_error": stage_errors.get("dense"),
+        "dense_test_error": stage_errors.get("dense", init_error),
+        "init_test_error": init_error,
         "steps": state.step,
         "wall_seconds_this_run": time.perf_counter() - start,
         "checkpoint": str(path),

@@ -1,0 +1,376 @@
+"""Study: scale-free degree distributions in sparsified MLPs and CNNs (Lu and Kwok 2018).
+
+    topoprune study run scale-free [--quick]
+    topoprune figures --study scale-free
+
+Per model, data set and seed: one dense model, pruned by each method (Dynamic Network Surgery,
+magnitude pruning with retraining), and for each pruned model the random-mask baseline with the
+same per-layer sparsity (retrained from the same dense model). Every node layer of every pruned
+and random network is fitted with the bounded power law (``clauset`` and ``window`` modes), its
+bootstrap p, the alternatives and the random null, and a verdict.
+
+Layout of ``results/scale_free/``:
+
+- ``runs/<model>-<dataset>-<method>-seed<k>/summary.json`` (checkpoints beside them, not in git)
+- ``fits/<run>.json``: per view and node layer, the degree histogram and every fit
+- ``fits.csv``: the tidy table, one row per run, view, node layer and mode
+- ``table.md``: the README's table (mean over seeds); ``summary.json``: config, provenance,
+  wall time, skipped parts and why.
+
+Every stage is skipped when its output exists with the same settings, so an interrupted study
+resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from topoprune.data import load_dataset, status
+from topoprune.data.cache import write_json_atomic
+from topoprune.data.images import ImageDataset, Split
+from topoprune.errors import TopopruneError
+from topoprune.io import load_network
+from topoprune.provenance import provenance
+from topoprune.prune.methods import METHODS
+from topoprune.stats.node_layers import fit_node_layers
+from topoprune.train.engine import TrainSettings, resolve_device
+from topoprune.train.run import prune_run
+
+# Hyper-parameters per (model, method). "dense" is the shared model; the pruning methods and the
+# random baselines start from it (dense_epochs 0).
+SETTINGS = {
+    ("mlp1024", "dense"): {"epochs": 20, "lr": 0.05, "schedule": "cosine"},
+    ("mlp1024", "dns"): {"dense_epochs": 0, "epochs": 15, "lr": 0.01, "c": (4.0, 4.0, 2.0),
+                         "schedule": "cosine"},
+    ("mlp1024", "magnitude"): {"dense_epochs": 0, "lr": 0.05, "iterations": 3,
+                               "retrain_epochs": 4, "sparsity": (0.95, 0.95, 0.75),
+                               "schedule": "cosine"},
+    ("mlp1024", "random"): {"dense_epochs": 0, "epochs": 5, "lr": 0.005, "schedule": "cosine"},
+    ("cnn_mnist", "dense"): {"epochs": 12, "lr": 0.05, "schedule": "cosine"},
+    ("cnn_mnist", "dns"): {"dense_epochs": 0, "epochs": 10, "lr": 0.01,
+                           "c": (1.0, 3.0, 4.0, 2.0), "schedule": "cosine"},
+    ("cnn_mnist", "magnitude"): {"dense_epochs": 0, "lr": 0.05, "iterations": 3,
+                                 "retrain_epochs": 2, "sparsity": (0.5, 0.9, 0.95, 0.8),
+                                 "schedule": "cosine"},
+    ("cnn_mnist", "random"): {"dense_epochs": 0, "epochs": 3, "lr": 0.005, "schedule": "cosine"},
+    ("cnn_cifar", "dense"): {"epochs": 30, "lr": 0.02, "schedule": "cosine"},
+    ("cnn_cifar", "dns"): {"dense_epochs": 0, "epochs": 20, "lr": 0.005,
+                           "c": (0.5, 1.0, 1.0, 1.0, 3.0, 1.0), "schedule": "cosine"},
+    ("cnn_cifar", "magnitude"): {"dense_epochs": 0, "lr": 0.02, "iterations": 3,
+                                 "retrain_epochs": 4,
+                                 "sparsity": (0.3, 0.6, 0.7, 0.7, 0.95, 0.8),
+                                 "schedule": "cosine"},
+    ("cnn_cifar", "random"): {"dense_epochs": 0, "epochs": 5, "lr": 0.002, "schedule": "cosine"},
+}  # fmt: skip
+
+# Node layers are read in the channel view (DESIGN.md); CNNs also in the im2col view, where a
+# convolution is the C_out x (C_in kh kw) matrix and node layers have hundreds of nodes.
+VIEWS = {"mlp1024": ("channel",), "cnn_mnist": ("channel", "im2col"),
+         "cnn_cifar": ("channel", "im2col")}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Config:
+    models: tuple[str, ...] = ("mlp1024", "cnn_mnist")
+    datasets: tuple[str, ...] = ("mnist", "fashion-mnist")
+    methods: tuple[str, ...] = ("dns", "magnitude")
+    seeds: tuple[int, ...] = (0, 1, 2)
+    modes: tuple[str, ...] = ("clauset", "window")
+    n_boot: int = 1000
+    cifar: bool = True  # cnn_cifar on cifar10 when the data set is in the cache
+    epoch_scale: float = 1.0  # multiplies every epoch count (the quick mode shrinks them)
+    train_size: int | None = None  # first N training images (the quick mode); None: all
+    device: str = "auto"
+    overrides: dict = field(default_factory=dict)
+
+
+QUICK = Config(seeds=(0,), datasets=("mnist",), n_boot=20, epoch_scale=0.1, train_size=3000,
+               cifar=False)  # fmt: skip
+
+
+def method_config(model: str, method: str, config: Config, **extra: object):
+    values = dict(SETTINGS[(model, method)])
+    values.update(config.overrides.get(f"{model}-{method}", {}))
+    values.update(extra)
+    for key in ("epochs", "dense_epochs", "retrain_epochs"):
+        if values.get(key):  # 0 (start from the shared dense model) stays 0
+            values[key] = max(1, round(values[key] * config.epoch_scale))
+    return METHODS[method].Config(**values)
+
+
+def _data(name: str, train_size: int | None) -> ImageDataset:
+    data = load_dataset(name)
+    if train_size is not None:
+        train = Split(data.train.images[:train_size], data.train.labels[:train_size])
+        data = dataclasses.replace(data, train=train)
+    return data
+
+
+def _cases(config: Config) -> tuple[list[tuple[str, str]], list[dict]]:
+    """(model, dataset) pairs to run, and what was skipped with the reason."""
+    cases = [(m, d) for m in config.models for d in config.datasets]
+    skipped = []
+    if config.cifar:
+        found = status("cifar10")
+        if found["present"]:
+            cases.append(("cnn_cifar", "cifar10"))
+        else:
+            skipped.append({
+                "model": "cnn_cifar", "dataset": "cifar10",
+                "reason": f"CIFAR-10 is not in the cache ({found['path']}); it cannot be "
+                          "downloaded here: `topoprune data fetch cifar10 --data-dir DIR` copies "
+                          "the python-pickle batches in",
+            })  # fmt: skip
+    return cases, skipped
+
+
+def run(config: Config, out: str | Path, *, progress: bool = False) -> dict:
+    """Train, prune, fit; returns the tidy rows (one per run, view, node layer and mode)."""
+    out = Path(out)
+    start = time.perf_counter()
+    origin = provenance(("topoprune", "torch", "numpy", "scipy"))
+    device = resolve_device(config.device)
+    cases, skipped = _cases(config)
+    rows: list[dict] = []
+    for model, dataset in cases:
+        data = _data(dataset, config.train_size)
+        for seed in config.seeds:
+            settings = TrainSettings(seed=seed, device=device, progress=progress)
+            case = _Case(out, model, dataset, seed, config, settings, data)
+            dense = case.train("dense", "dense")
+            for method in config.methods:
+                pruned = case.train(method, method, init=dense["checkpoint"])
+                baseline = case.train("random", f"random-{method}", init=dense["checkpoint"],
+                                      like=pruned["checkpoint"])  # fmt: skip
+                for summary, role in ((pruned, method), (baseline, f"random-{method}")):
+                    path = out / "fits" / f"{model}-{dataset}-{role}-seed{seed}.json"
+                    rows.extend(tidy_rows(fit_run(summary, role, config, path)))
+    wall = time.perf_counter() - start
+    (out / "fits.csv").write_text(to_csv(rows))
+    (out / "table.md").write_text(to_markdown(rows))
+    write_json_atomic(out / "summary.json", {
+        "config": asdict(config), "device": device, "wall_seconds": wall,
+        "skipped": skipped, "provenance": origin,
+        "runs": run_summaries(out),
+    })  # fmt: skip
+    return {"rows": rows, "wall_seconds": wall, "skipped": skipped}
+
+
+@dataclass
+class _Case:
+    """One model, data set and seed: its training runs share the folder naming and the data."""
+
+    out: Path
+    model: str
+    dataset: str
+    seed: int
+    config: Config
+    settings: TrainSettings
+    data: ImageDataset
+
+    def train(self, method: str, name: str, init: str | None = None, **extra: object) -> dict:
+        folder = self.out / "runs" / f"{self.model}-{self.dataset}-{name}-seed{self.seed}"
+        cfg = method_config(self.model, method, self.config, **extra)
+        return prune_run(self.model, self.dataset, method, cfg, self.settings, folder,
+                         resume=True, data=self.data, init=init)  # fmt: skip
+
+
+def fit_run(summary: dict, role: str, config: Config, path: Path) -> dict:
+    """Fit every node layer of a run's network (cached in ``path`` for the same settings)."""
+    seed = summary["seed"]
+    settings = {"modes": list(config.modes), "n_boot": config.n_boot, "seed": seed}
+    key = {k: summary[k] for k in ("model", "dataset", "seed")} | {"method": role}
+    if path.exists():
+        cached = json.loads(path.read_text())
+        if cached.get("fit_settings") == settings and cached.get("run") == key:
+            return cached
+    network = load_network(summary["checkpoint"])
+    views = {}
+    for view in VIEWS[summary["model"]]:
+        layers = network.node_layers(view)
+        per_mode = {
+            mode: fit_node_layers(network, view=view, mode=mode, n_boot=config.n_boot, seed=seed)
+            for mode in config.modes
+        }
+        views[view] = [
+            {
+                "node_layer": layer.name,
+                "n_nodes": int(layer.degrees().size),
+                "histogram": _histogram(layer.degrees()),
+                "fits": {mode: _fit_record(per_mode[mode][i]) for mode in config.modes},
+            }
+            for i, layer in enumerate(layers)
+        ]
+    record = {
+        "run": key,
+        "fit_settings": settings,
+        "test_error": summary["test_error"],
+        "compression": summary["compression"],
+        "kept_percent": summary["kept_percent"],
+        "views": views,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, record)
+    return record
+
+
+def _histogram(degrees: np.ndarray) -> dict:
+    k, counts = np.unique(np.asarray(degrees, np.int64), return_counts=True)
+    return {"k": k.tolist(), "count": counts.tolist()}
+
+
+def _fit_record(fit) -> dict:
+    record = fit.to_dict()
+    record["scale_free"] = bool(getattr(fit, "scale_free", False))
+    return record
+
+
+def tidy_rows(fits: dict) -> list[dict]:
+    rows = []
+    for view, layers in fits["views"].items():
+        for layer in layers:
+            for mode, fit in layer["fits"].items():
+                null = next(
+                    (c for c in fit["comparisons"] if c["alternative"] == "random_null"), None
+                )
+                better = [c["alternative"] for c in fit["comparisons"]
+                          if c["p"] < 0.05 and c["loglik_ratio"] < 0]  # fmt: skip
+                rows.append({
+                    **fits["run"], "view": view, "node_layer": layer["node_layer"],
+                    "n_nodes": layer["n_nodes"], "n_dead": fit["n_zero"], "mode": mode,
+                    "fittable": fit["fittable"], "alpha": fit["alpha"],
+                    "alpha_se": fit["alpha_se"], "xmin": fit["xmin"], "xmax": fit["xmax"],
+                    "n_in_range": fit["n_tail"], "ks": fit["ks"], "p": fit["p_value"],
+                    "beats_null": bool(null and null["p"] < 0.05 and null["loglik_ratio"] > 0),
+                    "better_alternatives": " ".join(better),
+                    "scale_free": fit["scale_free"], "verdict": fit["verdict"],
+                    "test_error": fits["test_error"], "compression": fits["compression"],
+                })  # fmt: skip
+    return rows
+
+
+COLUMNS = ("model", "dataset", "method", "seed", "view", "node_layer", "n_nodes", "n_dead", "mode",
+           "fittable", "alpha", "alpha_se", "xmin", "xmax", "n_in_range", "ks", "p",
+           "beats_null", "better_alternatives", "scale_free", "verdict", "test_error",
+           "compression")  # fmt: skip
+
+
+def to_csv(rows: list[dict]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def _mean_sd(values: list[float]) -> str:
+    if not values:
+        return "-"
+    return (
+        f"{np.mean(values):.2f} +- {np.std(values):.2f}" if len(values) > 1 else f"{values[0]:.2f}"
+    )
+
+
+def grouped(rows: list[dict]) -> dict[tuple, list[dict]]:
+    """Rows grouped by (model, dataset, method, view, node layer, mode), seeds together."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        key = (r["model"], r["dataset"], r["method"], r["view"], r["node_layer"], r["mode"])
+        groups.setdefault(key, []).append(r)
+    return groups
+
+
+def to_markdown(rows: list[dict]) -> str:
+    """Per node layer and mode, over seeds: alpha (mean +- std of the seeds' estimates, and the
+    mean standard error), the median range and n in range, the p range, and how many seeds'
+    fits support a scale-free reading (fit not rejected, >= 1 decade, beats the null and every
+    alternative)."""
+    lines = [
+        "| model | data | method | view | node layer | mode | alpha (seeds) | SE | range | "
+        "n in range | p | scale-free | typical verdict |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for key, group in grouped(rows).items():
+        fitted = [r for r in group if r["fittable"]]
+        seeds = len(group)
+        if not fitted:
+            reason = group[0]["verdict"]
+            lines.append("| " + " | ".join(key) + f" | - | - | - | - | - | 0/{seeds} | {reason} |")
+            continue
+        alphas = [r["alpha"] for r in fitted]
+        se = np.mean([r["alpha_se"] for r in fitted])
+        lo = np.median([r["xmin"] for r in fitted])
+        hi = [r["xmax"] for r in fitted]
+        hi_text = "inf" if any(h in ("inf", None) or math.isinf(float(h)) for h in hi) else (
+            f"{np.median([float(h) for h in hi]):g}")  # fmt: skip
+        n_in = int(np.median([r["n_in_range"] for r in fitted]))
+        ps = [r["p"] for r in fitted if r["p"] is not None]
+        p_text = f"{min(ps):.2f}-{max(ps):.2f}" if ps else "-"
+        supported = sum(bool(r["scale_free"]) for r in group)
+        verdict = fitted[0]["verdict"]
+        if len(fitted) < seeds:
+            verdict += f" ({seeds - len(fitted)} seed(s) not fittable)"
+        lines.append(
+            "| " + " | ".join(key) + f" | {_mean_sd(alphas)} | {se:.2f} | {lo:g}-{hi_text} | "
+            f"{n_in} | {p_text} | {supported}/{seeds} | {verdict} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def run_summaries(out: Path) -> list[dict]:
+    """Test error, compression and wall time of every training run of the study."""
+    runs = []
+    for path in sorted((out / "runs").glob("*/summary.json")):
+        s = json.loads(path.read_text())
+        runs.append({
+            "run": path.parent.name, "model": s["model"], "dataset": s["dataset"],
+            "method": s["method"], "seed": s["seed"], "test_error": s["test_error"],
+            "dense_test_error": s.get("dense_test_error"), "compression": s["compression"],
+            "kept_percent": s["kept_percent"], "wall_seconds": s["wall_seconds_this_run"],
+        })  # fmt: skip
+    return runs
+
+
+def figures(results: str | Path, out: str | Path) -> list[Path]:
+    """Draw ``figures/scale_free/*.png`` from the results folder alone."""
+    from topoprune.plot.panels import alpha_by_layer, degree_panels
+
+    results, out = Path(results), Path(out)
+    fit_files = sorted((results / "fits").glob("*.json"))
+    if not fit_files:
+        raise TopopruneError(
+            f"{results / 'fits'} holds no fits: run `topoprune study run scale-free` first"
+        )
+    fits = [json.loads(p.read_text()) for p in fit_files]
+    by_key = {tuple(f["run"][k] for k in ("model", "dataset", "method", "seed")): f for f in fits}
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for (model, dataset, method, seed), record in sorted(by_key.items()):
+        if method.startswith("random") or seed != min(
+            s for (m, d, me, s) in by_key if (m, d, me) == (model, dataset, method)
+        ):
+            continue
+        baseline = by_key.get((model, dataset, f"random-{method}", seed))
+        for view, layers in record["views"].items():
+            base_layers = baseline["views"][view] if baseline else None
+            path = out / f"{model}-{dataset}-{method}-{view}.png"
+            title = (
+                f"{model} on {dataset}, {method} ({record['compression']:.0f}x, "
+                f"test error {100 * record['test_error']:.2f}%), seed {seed}, {view} view"
+            )
+            degree_panels(layers, base_layers, path, title=title, mode="window")
+            written.append(path)
+    rows = [row for f in fits for row in tidy_rows(f)]
+    path = out / "alpha_per_layer.png"
+    alpha_by_layer(rows, path)
+    written.append(path)
+    return written
