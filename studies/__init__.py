@@ -14,6 +14,8 @@ from topoprune.registry import Registry
 STUDIES: Registry[str] = Registry("study")
 STUDIES.register("pruning-table")("studies.pruning_table")
 STUDIES.register("scale-free")("studies.scale_free")
+STUDIES.register("continual-pa")("studies.continual_pa")
+STUDIES.register("progressive")("studies.progressive")
 
 
 def load_study(name: str) -> ModuleType:

@@ -16,7 +16,7 @@ from topoprune.prune.allocation import magnitude_masks_by_sparsity
 from topoprune.prune.masks import add_masks, apply_masks, enforce_masks, set_straight_through
 from topoprune.prune.methods import DenseConfig, DNSConfig, MagnitudeConfig, RandomConfig
 from topoprune.train.engine import Stage, TrainSettings
-from topoprune.train.run import prune_run
+from topoprune.train.run import prune_run, regrow_connections
 
 
 @pytest.fixture(scope="module")
@@ -318,3 +318,34 @@ def test_cli_names_and_errors(capsys, tmp_path):
         ]
     )
     assert code == 2 and "takes (3, 32, 32) inputs" in capsys.readouterr().err
+
+
+def test_regrow_gives_pruned_connections_back(small, tmp_path):
+    config = MagnitudeConfig(dense_epochs=1, retrain_epochs=1, sparsity=(0.9,))
+    first = prune_run("lenet300", "mnist", "magnitude", config, SETTINGS, tmp_path / "a",
+                      data=small)  # fmt: skip
+    init = tmp_path / "a" / "checkpoint.pt"
+    model = add_masks(build_model("lenet300", 10))
+    state = torch.load(init, weights_only=True)["extra"]["model_state"]
+    model.load_state_dict(state)
+    pruned = sum(int((m == 0).sum()) for k, m in state.items() if k.endswith("weight_mask"))
+    assert regrow_connections(model, "zero", seed=0) == pruned
+    for name, module in model.named_modules():
+        if hasattr(module, "weight_mask"):
+            assert bool(module.weight_mask.all())
+            was_pruned = state[f"{name}.weight_mask"] == 0
+            assert bool((module.weight_orig[was_pruned] == 0).all())
+    # task B (here the same task): everything trains, then is pruned again
+    again = MagnitudeConfig(dense_epochs=2, lr=0.1, retrain_epochs=1, sparsity=(0.9,))
+    second = prune_run("lenet300", "mnist", "magnitude", again, SETTINGS, tmp_path / "b",
+                       data=small, init=init, regrow="zero")  # fmt: skip
+    assert second["regrown"] == pruned and second["regrow"] == "zero"
+    before = load_network(init)
+    after = load_network(tmp_path / "b" / "checkpoint.pt")
+    created = sum(int((b.mask & ~a.mask).sum()) for a, b in zip(before.layers, after.layers))
+    assert created > 1000 and second["compression"] == pytest.approx(first["compression"], rel=1e-3)
+    with pytest.raises(TopopruneError, match="regrow needs init"):
+        prune_run("lenet300", "mnist", "magnitude", config, SETTINGS, tmp_path / "c",
+                  data=small, regrow="zero")  # fmt: skip
+    with pytest.raises(TopopruneError, match="regrow must be one of zero, small"):
+        regrow_connections(model, "large", seed=0)

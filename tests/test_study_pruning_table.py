@@ -29,4 +29,5 @@ def test_quick_pruning_table(tmp_path, capsys):
 
 def test_unknown_study(capsys):
     assert main(["study", "run", "no-such-study"]) == 2
-    assert "unknown study 'no-such-study'; valid: pruning-table" in capsys.readouterr().err
+    message = "unknown study 'no-such-study'; valid: continual-pa, progressive, pruning-table"
+    assert message in capsys.readouterr().err

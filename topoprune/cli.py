@@ -453,6 +453,12 @@ def _add_prune_command(sub: argparse._SubParsersAction, argv: Sequence[str] | No
         help="start from this run's checkpoint (weights and masks), e.g. a --method dense run; "
         "give the method --dense-epochs 0 to skip its own dense training",
     )
+    prune.add_argument(
+        "--regrow",
+        choices=("zero", "small"),
+        help="with --init: give the pruned connections back first, their weights at zero or "
+        "small random values (a pruned network learning a new task)",
+    )
     prune.add_argument("--quiet", action="store_true", help="no per-epoch lines")
     # the chosen method's own flags
     words = list(argv if argv is not None else sys.argv[1:])
@@ -530,6 +536,78 @@ def _add_figures_command(sub: argparse._SubParsersAction) -> None:
     figures.set_defaults(func=_figures)
 
 
+def _attach(args: argparse.Namespace) -> int:
+    import json
+
+    from topoprune.attachment import compare_snapshots
+    from topoprune.io import load_network
+
+    before = load_network(args.before, chain=args.chain)
+    after = load_network(args.after, chain=args.chain)
+    options = {"mode": args.fit_mode, "n_boot": args.fit_boot, "seed": args.seed}
+    result = compare_snapshots(
+        before, after, n_boot=args.boot, seed=args.seed,
+        fit_options=options if args.fit else None,
+    )  # fmt: skip
+    if args.figures:
+        from topoprune.plot.attachment import plot_attachment_rates, plot_degree_growth
+
+        pairs = zip(before.node_layers(), after.node_layers(), strict=True)
+        degrees = [(a.total_degree, b.total_degree) for a, b in pairs]
+        for path in (
+            plot_attachment_rates(result, Path(args.figures) / "attachment_rates.png"),
+            plot_degree_growth(result, degrees, Path(args.figures) / "degree_growth.png"),
+        ):
+            print(f"wrote {path}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(result, indent=1))
+        return 0
+    print(f"{args.before} -> {args.after}")
+    print(f"{'layer':<16}{'created':>9}{'removed':>9}  attachment beta [95% CI]  cumulative")
+    for row in result["layers"]:
+        a = row.get("attachment")
+        text = (
+            f"{a['beta']:6.2f} [{a['beta_ci95'][0]:.2f}, {a['beta_ci95'][1]:.2f}]"
+            f"{a['beta_cumulative']:12.2f}"
+            if a
+            else row.get("attachment_error", "-")
+        )
+        print(f"{row['layer']:<16}{row['created']:>9}{row['removed']:>9}  {text}")
+    print(f"{'node layer':<16}{'growth slope':>13}{'R2':>7}{'KS before/after':>17}{'p':>8}")
+    for entry in result["node_layers"]:
+        g, change = entry.get("growth"), entry.get("distribution_change")
+        slope = f"{g['slope']:13.3f}{g['r_squared']:7.2f}" if g else f"{'-':>13}{'-':>7}"
+        test = f"{change['ks']:17.3f}{change['p']:8.3f}" if change else f"{'-':>17}{'-':>8}"
+        print(f"{entry['node_layer']:<16}{slope}{test}")
+    return 0
+
+
+def _add_attach_command(sub: argparse._SubParsersAction) -> None:
+    from topoprune.io import CHAIN_MODES
+    from topoprune.stats import MODES
+
+    attach = sub.add_parser(
+        "attach",
+        help="preferential attachment between two snapshots of one network",
+        description="Created and removed connections per layer, the attachment rate against "
+        "d_i(0) d_j(0) (exponent beta with a bootstrap 95%% interval, and the cumulative form), "
+        "degree growth per node layer and a two-sample test of the degree distributions.",
+    )
+    attach.add_argument("before", help="checkpoint at snapshot 0")
+    attach.add_argument("after", help="checkpoint at snapshot 1 (same architecture)")
+    attach.add_argument("--json", action="store_true", help="print the full result as JSON")
+    attach.add_argument("--figures", help="write attachment_rates.png and degree_growth.png here")
+    attach.add_argument("--boot", type=int, default=1000, help="bootstrap replicates for beta")
+    attach.add_argument("--seed", type=int, default=0)
+    attach.add_argument("--chain", choices=CHAIN_MODES, default=None,
+                        help="how layers chain (topoprune checkpoints record it)")  # fmt: skip
+    attach.add_argument("--fit", action="store_true",
+                        help="also fit every node layer's degrees at both times")  # fmt: skip
+    attach.add_argument("--fit-mode", choices=MODES, default="bounded")
+    attach.add_argument("--fit-boot", type=int, default=0, help="bootstrap replicates of fits")
+    attach.set_defaults(func=_attach)
+
+
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="topoprune",
@@ -543,6 +621,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     _add_prune_command(sub, argv)
     _add_study_command(sub)
     _add_figures_command(sub)
+    _add_attach_command(sub)
     return parser
 
 

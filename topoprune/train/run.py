@@ -91,6 +91,32 @@ def _load_init(path: Path, model: torch.nn.Module) -> dict:
             "method", "seed", "config")}}  # fmt: skip
 
 
+REGROW = ("zero", "small")
+
+
+def regrow_connections(model: torch.nn.Module, how: str, seed: int) -> int:
+    """Give every pruned connection back (masks all ones); the returned weights start at zero
+    (``zero``) or at small normal values, 1% of the layer's kept weights' std (``small``).
+    Returns the number of connections given back."""
+    if how not in REGROW:
+        raise TopopruneError(f"regrow must be one of {', '.join(REGROW)}, got {how!r}")
+    generator = torch.Generator().manual_seed(seed + 104729)
+    restored = 0
+    with torch.no_grad():
+        for _, module in masked_modules(model):
+            pruned = module.weight_mask == 0
+            weight = module.weight_orig
+            values = torch.zeros_like(weight)
+            if how == "small":
+                kept = weight[~pruned]
+                scale = 0.01 * float(kept.std()) if kept.numel() > 1 else 0.0
+                values = torch.randn(weight.shape, generator=generator).to(weight) * scale
+            weight[pruned] = values[pruned]
+            restored += int(pruned.sum())
+            module.weight_mask.fill_(1)
+    return restored
+
+
 def _plain(value: object) -> object:
     """Tuples and lists compare equal (a config survives the checkpoint as lists)."""
     if isinstance(value, tuple | list):
@@ -112,12 +138,15 @@ def prune_run(
     data_dir: str | None = None,
     data: ImageDataset | None = None,
     init: str | Path | None = None,
+    regrow: str | None = None,
 ) -> dict:
     """Train and prune; write ``checkpoint.pt`` (every epoch) and ``summary.json`` into ``out``.
 
     ``data`` replaces the named data set (a subset, a permuted task); ``dataset_name`` still
     names it in the metadata. ``init`` starts from another run's final weights and masks (one
-    dense model serving several methods: give them ``dense_epochs=0``).
+    dense model serving several methods: give them ``dense_epochs=0``). ``regrow`` (with
+    ``init``) gives its pruned connections back before training (see :func:`regrow_connections`):
+    a pruned network learning a new task.
     """
     out = Path(out)
     method_cls = METHODS[method_name]
@@ -139,6 +168,11 @@ def prune_run(
         metadata["init"] = _load_init(Path(init), model)
         model.to(settings.device)
         init_error = error_rate(model, dataset.test, settings.device)
+        if regrow is not None:
+            metadata["regrow"] = regrow
+            metadata["regrown"] = regrow_connections(model, regrow, settings.seed)
+    elif regrow is not None:
+        raise TopopruneError("regrow needs init: the run whose pruned connections come back")
     path = checkpoint_path(out)
     state, optimizer_state = None, None
     if path.exists():

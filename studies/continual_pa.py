@@ -1,0 +1,341 @@
+"""Study: preferential attachment during continual learning on permuted MNIST.
+
+    topoprune study run continual-pa [--quick]
+    topoprune figures --study continual-pa
+
+Task A is MNIST: a dense network is trained, pruned and retrained (DNS or magnitude pruning, from
+one dense model per seed). Task B is MNIST with the pixels of a central square permuted (sides 8,
+14 and 20), or MNIST itself (the control: retraining noise without a new task). For task B the
+pruned connections are given back with zero weights (``regrow``; small random values are an
+option), the network is trained on B with every weight learning, pruned and retrained on B. One
+task-A model per seed and method serves every square size and the control.
+
+Between the task-A and task-B masks: connections created and removed per layer, the attachment
+rate against d_i(0) d_j(0) (exponent beta, 95% bootstrap interval, cumulative form), degree growth
+per node layer, the degree distributions before and after (fits and a two-sample test), and the
+test error of every model on both tasks.
+
+Layout of ``results/continual_pa/``: ``runs/`` (training summaries; checkpoints beside them, not
+in git), ``attach/<model>-<method>-<task>-seed<k>.json`` (every measurement and the degrees),
+``rates.csv``, ``growth.csv``, ``accuracy.csv``, ``table.md`` and ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from topoprune.attachment import compare_snapshots
+from topoprune.data import load_dataset
+from topoprune.data.cache import write_json_atomic
+from topoprune.data.images import ImageDataset, Split
+from topoprune.data.permuted import permuted_mnist
+from topoprune.errors import TopopruneError
+from topoprune.io import load_network
+from topoprune.io.torch_file import load_torch_object
+from topoprune.models import build_model
+from topoprune.provenance import provenance
+from topoprune.prune.masks import add_masks
+from topoprune.prune.methods import METHODS
+from topoprune.train.engine import TrainSettings, error_rate, resolve_device
+from topoprune.train.run import prune_run
+
+# Task A: "dense" then the method from it. Task B: the method again from task A's model with its
+# connections given back; its dense epochs train every weight on B before pruning.
+SETTINGS = {
+    ("lenet300", "dense"): {"epochs": 20, "lr": 0.05, "schedule": "cosine"},
+    ("lenet300", "dns", "A"): {"dense_epochs": 0, "epochs": 20, "lr": 0.01,
+                               "c": (5.5, 4.5, 2.5), "schedule": "cosine"},
+    ("lenet300", "dns", "B"): {"dense_epochs": 5, "epochs": 20, "lr": 0.01,
+                               "c": (5.5, 4.5, 2.5), "schedule": "cosine"},
+    ("lenet300", "magnitude", "A"): {"dense_epochs": 0, "lr": 0.05, "retrain_lr_factor": 0.4,
+                                     "weight_decay": 1e-4, "iterations": 3, "retrain_epochs": 5,
+                                     "sparsity": (0.92, 0.91, 0.74), "schedule": "cosine"},
+    ("lenet300", "magnitude", "B"): {"dense_epochs": 5, "lr": 0.05, "retrain_lr_factor": 0.4,
+                                     "weight_decay": 1e-4, "iterations": 3, "retrain_epochs": 5,
+                                     "sparsity": (0.92, 0.91, 0.74), "schedule": "cosine"},
+    ("mlp1024", "dense"): {"epochs": 15, "lr": 0.05, "schedule": "cosine"},
+    ("mlp1024", "dns", "A"): {"dense_epochs": 0, "epochs": 15, "lr": 0.01,
+                              "c": (4.0, 4.0, 2.0), "schedule": "cosine"},
+    ("mlp1024", "dns", "B"): {"dense_epochs": 4, "epochs": 15, "lr": 0.01,
+                              "c": (4.0, 4.0, 2.0), "schedule": "cosine"},
+    ("mlp1024", "magnitude", "A"): {"dense_epochs": 0, "lr": 0.05, "retrain_lr_factor": 0.4,
+                                    "weight_decay": 1e-4, "iterations": 3, "retrain_epochs": 4,
+                                    "sparsity": (0.95, 0.95, 0.75), "schedule": "cosine"},
+    ("mlp1024", "magnitude", "B"): {"dense_epochs": 4, "lr": 0.05, "retrain_lr_factor": 0.4,
+                                    "weight_decay": 1e-4, "iterations": 3, "retrain_epochs": 4,
+                                    "sparsity": (0.95, 0.95, 0.75), "schedule": "cosine"},
+}  # fmt: skip
+
+CONTROL = "control"  # task B = MNIST itself
+
+
+@dataclass(frozen=True)
+class Config:
+    models: tuple[str, ...] = ("mlp1024", "lenet300")
+    methods: tuple[str, ...] = ("dns", "magnitude")
+    squares: tuple[int, ...] = (8, 14, 20)
+    control: bool = True
+    seeds: tuple[int, ...] = (0, 1, 2)
+    regrow: str = "zero"
+    n_boot: int = 1000
+    fit_boot: int = 200  # bootstrap replicates of the degree-distribution fits
+    epoch_scale: float = 1.0
+    train_size: int | None = None
+    device: str = "auto"
+    overrides: dict = field(default_factory=dict)
+
+
+# Quick: barely trained weights have light tails, so DNS needs smaller c to keep anything.
+QUICK = Config(models=("lenet300",), methods=("dns",), squares=(14,), seeds=(0,), n_boot=100,
+               fit_boot=20, epoch_scale=0.1, train_size=5000,
+               overrides={"lenet300-dns-A": {"c": (1.0, 1.0, 0.5)},
+                          "lenet300-dns-B": {"c": (1.0, 1.0, 0.5)}})  # fmt: skip
+
+
+def method_config(model: str, method: str, phase: str | None, config: Config, **extra):
+    key = (model, method) if phase is None else (model, method, phase)
+    values = dict(SETTINGS[key])
+    values.update(config.overrides.get("-".join(key), {}))
+    values.update(extra)
+    for name in ("epochs", "dense_epochs", "retrain_epochs"):
+        if values.get(name):
+            values[name] = max(1, round(values[name] * config.epoch_scale))
+    return METHODS[method].Config(**values)
+
+
+def tasks(config: Config) -> list[str]:
+    names = [f"square{s}" for s in config.squares]
+    return [*names, CONTROL] if config.control else names
+
+
+def _subset(data: ImageDataset, size: int | None) -> ImageDataset:
+    if size is None:
+        return data
+    return dataclasses.replace(data, train=Split(data.train.images[:size],
+                                                 data.train.labels[:size]))  # fmt: skip
+
+
+def task_data(task: str, mnist: ImageDataset, seed: int, size: int | None) -> ImageDataset:
+    if task == CONTROL:
+        return _subset(mnist, size)
+    square = int(task.removeprefix("square"))
+    return _subset(permuted_mnist(square, seed, base=mnist), size)
+
+
+def model_from_checkpoint(path: str | Path, model_name: str, device: str) -> torch.nn.Module:
+    state = load_torch_object(Path(path))["extra"]["model_state"]
+    model = add_masks(build_model(model_name, 10))
+    model.load_state_dict(state)
+    return model.to(device)
+
+
+def run(config: Config, out: str | Path, *, progress: bool = False) -> dict:
+    out = Path(out)
+    start = time.perf_counter()
+    origin = provenance(("topoprune", "torch", "numpy", "scipy"))
+    device = resolve_device(config.device)
+    mnist = load_dataset("mnist")
+    task_a = _subset(mnist, config.train_size)
+    records = []
+    for model in config.models:
+        for seed in config.seeds:
+            settings = TrainSettings(seed=seed, device=device, progress=progress)
+
+            def folder(name: str, model=model, seed=seed) -> Path:
+                return out / "runs" / f"{model}-{name}-seed{seed}"
+
+            dense = prune_run(model, "mnist", "dense", method_config(model, "dense", None, config),
+                              settings, folder("dense"), resume=True, data=task_a)  # fmt: skip
+            for method in config.methods:
+                a = prune_run(model, "mnist", method, method_config(model, method, "A", config),
+                              settings, folder(f"{method}-A"), resume=True, data=task_a,
+                              init=dense["checkpoint"])  # fmt: skip
+                for task in tasks(config):
+                    data = task_data(task, mnist, seed, config.train_size)
+                    b = prune_run(model, "mnist" if task == CONTROL else "permuted-mnist",
+                                  method, method_config(model, method, "B", config), settings,
+                                  folder(f"{method}-B-{task}"), resume=True, data=data,
+                                  init=a["checkpoint"], regrow=config.regrow)  # fmt: skip
+                    path = out / "attach" / f"{model}-{method}-{task}-seed{seed}.json"
+                    records.append(measure(a, b, task, data, mnist, config, path, device))
+    wall = time.perf_counter() - start
+    rates, growth, accuracy = tidy(records)
+    (out / "rates.csv").write_text(to_csv(rates))
+    (out / "growth.csv").write_text(to_csv(growth))
+    (out / "accuracy.csv").write_text(to_csv(accuracy))
+    (out / "table.md").write_text(to_markdown(rates, growth))
+    write_json_atomic(out / "summary.json", {
+        "config": asdict(config), "device": device, "wall_seconds": wall,
+        "provenance": origin, "regrow": config.regrow,
+    })  # fmt: skip
+    return {"rows": rates, "wall_seconds": wall}
+
+
+def measure(a: dict, b: dict, task: str, data: ImageDataset, mnist: ImageDataset,
+            config: Config, path: Path, device: str) -> dict:  # fmt: skip
+    """Attachment, growth and distributions between task A's and task B's masks (cached)."""
+    key = {"model": a["model"], "method": a["method"], "task": task, "seed": a["seed"],
+           "n_boot": config.n_boot, "fit_boot": config.fit_boot}  # fmt: skip
+    if path.exists():
+        cached = json.loads(path.read_text())
+        if cached.get("key") == key:
+            return cached
+    before, after = load_network(a["checkpoint"]), load_network(b["checkpoint"])
+    result = compare_snapshots(
+        before, after, n_boot=config.n_boot, seed=a["seed"],
+        fit_options={"mode": "clauset", "n_boot": config.fit_boot, "seed": a["seed"]},
+    )  # fmt: skip
+    model_a = model_from_checkpoint(a["checkpoint"], a["model"], device)
+    model_b = model_from_checkpoint(b["checkpoint"], b["model"], device)
+    errors = {
+        "A_on_A": error_rate(model_a, mnist.test, device),
+        "A_on_B": error_rate(model_a, data.test, device),
+        "B_on_B": error_rate(model_b, data.test, device),
+        "B_on_A": error_rate(model_b, mnist.test, device),
+    }
+    pairs = zip(before.node_layers(), after.node_layers(), strict=True)
+    record = {
+        "key": key,
+        "result": result,
+        "errors": errors,
+        "compression": {"A": a["compression"], "B": b["compression"]},
+        "regrown": b.get("regrown"),
+        "degrees": [
+            {
+                "node_layer": n0.name,
+                "before": n0.total_degree.tolist(),
+                "after": n1.total_degree.tolist(),
+            }
+            for n0, n1 in pairs
+        ],
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, record)
+    return record
+
+
+def tidy(records: list[dict]) -> tuple[list[dict], list[dict], list[dict]]:
+    rates, growth, accuracy = [], [], []
+    for rec in records:
+        base = {k: rec["key"][k] for k in ("model", "method", "task", "seed")}
+        for row in rec["result"]["layers"]:
+            a = row.get("attachment", {})
+            rates.append({**base, "layer": row["layer"], "created": row["created"],
+                          "removed": row["removed"], "kept_before": row["kept_before"],
+                          "kept_after": row["kept_after"], "beta": a.get("beta"),
+                          "beta_low": a.get("beta_ci95", [None, None])[0],
+                          "beta_high": a.get("beta_ci95", [None, None])[1],
+                          "beta_cumulative": a.get("beta_cumulative"),
+                          "note": row.get("attachment_error", "")})  # fmt: skip
+        for entry in rec["result"]["node_layers"]:
+            g = entry.get("growth", {})
+            change = entry.get("distribution_change", {})
+            fits = entry.get("fits", {})
+            growth.append({**base, "node_layer": entry["node_layer"],
+                           "slope": g.get("slope"), "intercept": g.get("intercept"),
+                           "pearson_r": g.get("pearson_r"), "r_squared": g.get("r_squared"),
+                           "ks": change.get("ks"), "p_same": change.get("p"),
+                           "alpha_before": fits.get("before", {}).get("alpha"),
+                           "alpha_after": fits.get("after", {}).get("alpha"),
+                           "p_fit_before": fits.get("before", {}).get("p_value"),
+                           "p_fit_after": fits.get("after", {}).get("p_value")})  # fmt: skip
+        accuracy.append({**base, **{k: v for k, v in rec["errors"].items()},
+                         "compression_A": rec["compression"]["A"],
+                         "compression_B": rec["compression"]["B"]})  # fmt: skip
+    return rates, growth, accuracy
+
+
+def to_csv(rows: list[dict]) -> str:
+    if not rows:
+        return ""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def _mean_sd(values: list) -> str:
+    values = [v for v in values if v is not None and np.isfinite(v)]
+    if not values:
+        return "-"
+    return (
+        f"{np.mean(values):.2f} +- {np.std(values):.2f}" if len(values) > 1 else f"{values[0]:.2f}"
+    )
+
+
+def to_markdown(rates: list[dict], growth: list[dict]) -> str:
+    """Per model, method, task and layer over seeds: created and removed connections, beta
+    (mean +- std of the seeds' estimates) and how many seeds' 95% intervals contain 1 and 0;
+    then degree growth slopes and R^2 per node layer."""
+    lines = ["| model | method | task | layer | created | removed | beta | CI has 1 | CI has 0 "
+             "| beta (cumulative) |", "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    groups: dict[tuple, list[dict]] = {}
+    for r in rates:
+        groups.setdefault((r["model"], r["method"], r["task"], r["layer"]), []).append(r)
+    for key, rows in groups.items():
+        fitted = [r for r in rows if r["beta"] is not None]
+        has1 = sum(r["beta_low"] <= 1 <= r["beta_high"] for r in fitted)
+        has0 = sum(r["beta_low"] <= 0 <= r["beta_high"] for r in fitted)
+        lines.append("| " + " | ".join(key) + f" | {np.mean([r['created'] for r in rows]):.0f} | "
+                     f"{np.mean([r['removed'] for r in rows]):.0f} | "
+                     f"{_mean_sd([r['beta'] for r in rows])} | {has1}/{len(fitted)} | "
+                     f"{has0}/{len(fitted)} | "
+                     f"{_mean_sd([r['beta_cumulative'] for r in rows])} |")  # fmt: skip
+    lines += ["", "| model | method | task | node layer | growth slope | R^2 | same distribution "
+              "(p > 0.05) |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+    groups = {}
+    for r in growth:
+        groups.setdefault((r["model"], r["method"], r["task"], r["node_layer"]), []).append(r)
+    for key, rows in groups.items():
+        same = sum(r["p_same"] is not None and r["p_same"] > 0.05 for r in rows)
+        tested = sum(r["p_same"] is not None for r in rows)
+        lines.append("| " + " | ".join(key) + f" | {_mean_sd([r['slope'] for r in rows])} | "
+                     f"{_mean_sd([r['r_squared'] for r in rows])} | {same}/{tested} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def figures(results: str | Path, out: str | Path) -> list[Path]:
+    """Per model, method and task (first seed): created connections against d1 d2, degree
+    increase against initial degree; drawn from ``attach/*.json`` alone."""
+    from topoprune.plot.attachment import plot_attachment_rates, plot_degree_growth
+
+    results, out = Path(results), Path(out)
+    files = sorted((results / "attach").glob("*.json"))
+    if not files:
+        raise TopopruneError(
+            f"{results / 'attach'} holds no measurements: run `topoprune study run "
+            "continual-pa` first"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    firsts: dict[tuple, dict] = {}
+    for path in files:
+        rec = json.loads(path.read_text())
+        k = rec["key"]
+        group = (k["model"], k["method"], k["task"])
+        if group not in firsts or k["seed"] < firsts[group]["key"]["seed"]:
+            firsts[group] = rec
+    for (model, method, task), rec in sorted(firsts.items()):
+        title = f"{model}, {method}, task B = {task}, seed {rec['key']['seed']}"
+        written.append(
+            plot_attachment_rates(
+                rec["result"], out / f"{model}-{method}-{task}-attachment.png", title=title
+            )
+        )
+        degrees = [(np.array(d["before"]), np.array(d["after"])) for d in rec["degrees"]]
+        written.append(
+            plot_degree_growth(
+                rec["result"], degrees, out / f"{model}-{method}-{task}-growth.png", title=title
+            )
+        )
+    return written

@@ -1,0 +1,68 @@
+"""The continual-learning preferential-attachment study in quick mode: structure and sanity."""
+
+import csv
+import json
+
+import pytest
+
+from studies import continual_pa
+from topoprune.cli import main
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    out = tmp_path_factory.mktemp("continual_pa")
+    command = ["study", "run", "continual-pa", "--quick", "--out", str(out), "--quiet",
+               "--device", "cpu"]  # fmt: skip
+    assert main(command) == 0
+    return out, command
+
+
+def test_connections_created_and_measured(quick):
+    out, _ = quick
+    rates = list(csv.DictReader((out / "rates.csv").open()))
+    assert {r["task"] for r in rates} == {"square14", "control"}
+    assert [r["layer"] for r in rates if r["task"] == "square14"] == ["1", "3", "5"]
+    # connections given back at zero come back where the new task needs them
+    assert sum(int(r["created"]) for r in rates if r["task"] == "square14") > 0
+    for r in rates:
+        assert int(r["kept_after"]) == int(r["kept_before"]) + int(r["created"]) - int(r["removed"])
+        if int(r["created"]) == 0:
+            assert "no connection was created" in r["note"]
+        if r["beta"]:
+            assert float(r["beta_low"]) <= float(r["beta"]) <= float(r["beta_high"])
+    growth = list(csv.DictReader((out / "growth.csv").open()))
+    assert {g["node_layer"] for g in growth} == {"input", "1", "3", "5"}
+    for g in growth:
+        assert 0 <= float(g["r_squared"]) <= 1 and 0 < float(g["p_same"]) <= 1
+    accuracy = list(csv.DictReader((out / "accuracy.csv").open()))
+    for row in accuracy:
+        assert all(0 <= float(row[k]) <= 1 for k in ("A_on_A", "A_on_B", "B_on_B", "B_on_A"))
+    record = json.loads(next((out / "attach").glob("*square14*.json")).read_text())
+    assert record["regrown"] > 0
+    assert len(record["degrees"]) == 4
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["regrow"] == "zero" and "git_revision" in summary["provenance"]
+
+
+def test_one_task_a_model_serves_every_task(quick):
+    out, _ = quick
+    runs = sorted(p.name for p in (out / "runs").iterdir())
+    assert runs == ["lenet300-dense-seed0", "lenet300-dns-A-seed0",
+                    "lenet300-dns-B-control-seed0", "lenet300-dns-B-square14-seed0"]  # fmt: skip
+    b = json.loads((out / "runs" / "lenet300-dns-B-square14-seed0" / "summary.json").read_text())
+    assert b["init"]["checkpoint"].endswith("lenet300-dns-A-seed0/checkpoint.pt")
+
+
+def test_figures(quick, tmp_path):
+    out, _ = quick
+    assert main(["figures", "--study", "continual-pa", "--results", str(out),
+                 "--out", str(tmp_path)]) == 0  # fmt: skip
+    names = {p.name for p in tmp_path.glob("*.png")}
+    assert names == {f"lenet300-dns-{task}-{kind}.png" for task in ("square14", "control")
+                     for kind in ("attachment", "growth")}  # fmt: skip
+
+
+def test_task_data():
+    assert continual_pa.tasks(continual_pa.Config()) == ["square8", "square14", "square20",
+                                                          "control"]  # fmt: skip

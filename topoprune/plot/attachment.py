@@ -1,0 +1,81 @@
+"""Figures of preferential attachment, drawn from a :func:`compare_snapshots` result (or the same
+structure read back from JSON): created connections against d1 d2, degree increase against
+initial degree."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def plot_attachment_rates(result: dict, path: str | Path, title: str = "") -> Path:
+    """Per linear layer: the rate of created connections per candidate pair against d_i d_j
+    (log bins, log-log), with the fitted k^beta line through the rates' weighted centre."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in result["layers"] if "attachment" in r]
+    fig, axes = plt.subplots(1, max(len(rows), 1), figsize=(3.8 * max(len(rows), 1), 3.4),
+                             squeeze=False)  # fmt: skip
+    for ax, row in zip(axes[0], rows, strict=False):
+        a = row["attachment"]
+        bins = a["bins"]
+        cand, made = np.array(bins["candidates"], float), np.array(bins["created"], float)
+        k = np.array(bins["mean_k"], float)
+        shown = (cand > 0) & (made > 0)
+        ax.loglog(k[shown], made[shown] / cand[shown], "o", color="C0", label="created / pairs")
+        use = cand > 0
+        if use.any() and np.isfinite(a["beta"]):
+            centre = np.exp(np.average(np.log(k[use]), weights=cand[use]))
+            level = made.sum() / cand[use].sum()
+            grid = np.geomspace(k[use].min(), k[use].max(), 50)
+            low, high = a["beta_ci95"]
+            ax.loglog(grid, level * (grid / centre) ** a["beta"], "-", color="C3",
+                      label=f"beta = {a['beta']:.2f} [{low:.2f}, {high:.2f}]")  # fmt: skip
+        ax.set_xlabel("d_i(0) d_j(0)")
+        ax.set_ylabel("attachment rate")
+        ax.set_title(f"{row['layer']}: {row['created']} created", fontsize=9)
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_degree_growth(
+    result: dict, degrees: list[tuple[np.ndarray, np.ndarray]], path: str | Path, title: str = ""
+) -> Path:
+    """Per node layer: d(1) - d(0) against d(0), with the least-squares line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    entries = result["node_layers"]
+    fig, axes = plt.subplots(1, len(entries), figsize=(3.4 * len(entries), 3.2), squeeze=False)
+    for ax, entry, (d0, d1) in zip(axes[0], entries, degrees, strict=True):
+        ax.plot(d0, d1 - d0, ".", ms=3, alpha=0.5, color="C0")
+        growth = entry.get("growth")
+        if growth:
+            grid = np.linspace(d0.min(), d0.max(), 2)
+            ax.plot(grid, growth["intercept"] + growth["slope"] * grid, "-", color="C3",
+                    label=f"slope {growth['slope']:.3f}, R2 {growth['r_squared']:.2f}")  # fmt: skip
+            ax.legend(fontsize=7)
+        ax.set_xlabel("degree before")
+        ax.set_ylabel("degree increase")
+        ax.set_title(entry["node_layer"], fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
