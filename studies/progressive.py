@@ -274,7 +274,8 @@ def figures(results: str | Path, out: str | Path) -> list[Path]:
         ax.set_xscale("log")
         ax.set_xlabel("lateral connections (%)")
         ax.set_ylabel("task-B test accuracy (%)")
-        ax.set_title(f"task B: {task}x{task} square permuted", fontsize=9)
+        what = "every pixel" if task >= 28 else f"central {task}x{task} square"
+        ax.set_title(f"task B: MNIST, {what} permuted", fontsize=9)
         ax.legend(fontsize=7)
     fig.tight_layout()
     out.mkdir(parents=True, exist_ok=True)
