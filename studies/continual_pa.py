@@ -22,9 +22,7 @@ in git), ``attach/<model>-<method>-<task>-seed<k>.json`` (every measurement and 
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -33,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from studies._tables import mean_sd, rows_to_csv
 from topoprune.attachment import compare_snapshots
 from topoprune.data import load_dataset
 from topoprune.data.cache import write_json_atomic
@@ -54,26 +53,23 @@ SETTINGS = {
     ("lenet300", "dense"): {"epochs": 20, "lr": 0.05, "schedule": "cosine"},
     ("lenet300", "dns", "A"): {"dense_epochs": 0, "epochs": 20, "lr": 0.01,
                                "c": (5.5, 4.5, 2.5), "schedule": "cosine"},
-    ("lenet300", "dns", "B"): {"dense_epochs": 5, "epochs": 20, "lr": 0.01,
-                               "c": (5.5, 4.5, 2.5), "schedule": "cosine"},
     ("lenet300", "magnitude", "A"): {"dense_epochs": 0, "lr": 0.05, "retrain_lr_factor": 0.4,
-                                     "weight_decay": 1e-4, "iterations": 3, "retrain_epochs": 5,
-                                     "sparsity": (0.92, 0.91, 0.74), "schedule": "cosine"},
-    ("lenet300", "magnitude", "B"): {"dense_epochs": 5, "lr": 0.05, "retrain_lr_factor": 0.4,
                                      "weight_decay": 1e-4, "iterations": 3, "retrain_epochs": 5,
                                      "sparsity": (0.92, 0.91, 0.74), "schedule": "cosine"},
     ("mlp1024", "dense"): {"epochs": 15, "lr": 0.05, "schedule": "cosine"},
     ("mlp1024", "dns", "A"): {"dense_epochs": 0, "epochs": 15, "lr": 0.01,
                               "c": (4.0, 4.0, 2.0), "schedule": "cosine"},
-    ("mlp1024", "dns", "B"): {"dense_epochs": 4, "epochs": 15, "lr": 0.01,
-                              "c": (4.0, 4.0, 2.0), "schedule": "cosine"},
     ("mlp1024", "magnitude", "A"): {"dense_epochs": 0, "lr": 0.05, "retrain_lr_factor": 0.4,
                                     "weight_decay": 1e-4, "iterations": 3, "retrain_epochs": 4,
                                     "sparsity": (0.95, 0.95, 0.75), "schedule": "cosine"},
-    ("mlp1024", "magnitude", "B"): {"dense_epochs": 4, "lr": 0.05, "retrain_lr_factor": 0.4,
-                                    "weight_decay": 1e-4, "iterations": 3, "retrain_epochs": 4,
-                                    "sparsity": (0.95, 0.95, 0.75), "schedule": "cosine"},
 }  # fmt: skip
+# Task B repeats task A's settings with dense epochs on B first (every weight learns B).
+B_DENSE_EPOCHS = {"lenet300": 5, "mlp1024": 4}
+SETTINGS |= {
+    (key[0], key[1], "B"): values | {"dense_epochs": B_DENSE_EPOCHS[key[0]]}
+    for key, values in SETTINGS.items()
+    if key[2:] == ("A",)
+}
 
 CONTROL = "control"  # task B = MNIST itself
 
@@ -169,9 +165,9 @@ def run(config: Config, out: str | Path, *, progress: bool = False) -> dict:
                     records.append(measure(a, b, task, data, mnist, config, path, device))
     wall = time.perf_counter() - start
     rates, growth, accuracy = tidy(records)
-    (out / "rates.csv").write_text(to_csv(rates))
-    (out / "growth.csv").write_text(to_csv(growth))
-    (out / "accuracy.csv").write_text(to_csv(accuracy))
+    (out / "rates.csv").write_text(rows_to_csv(rates))
+    (out / "growth.csv").write_text(rows_to_csv(growth))
+    (out / "accuracy.csv").write_text(rows_to_csv(accuracy))
     (out / "table.md").write_text(to_markdown(rates, growth))
     write_json_atomic(out / "summary.json", {
         "config": asdict(config), "device": device, "wall_seconds": wall,
@@ -254,25 +250,6 @@ def tidy(records: list[dict]) -> tuple[list[dict], list[dict], list[dict]]:
     return rates, growth, accuracy
 
 
-def to_csv(rows: list[dict]) -> str:
-    if not rows:
-        return ""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
-
-
-def _mean_sd(values: list) -> str:
-    values = [v for v in values if v is not None and np.isfinite(v)]
-    if not values:
-        return "-"
-    return (
-        f"{np.mean(values):.2f} +- {np.std(values):.2f}" if len(values) > 1 else f"{values[0]:.2f}"
-    )
-
-
 def to_markdown(rates: list[dict], growth: list[dict]) -> str:
     """Per model, method, task and layer over seeds: created and removed connections, beta
     (mean +- std of the seeds' estimates) and how many seeds' 95% intervals contain 1 and 0;
@@ -288,9 +265,9 @@ def to_markdown(rates: list[dict], growth: list[dict]) -> str:
         has0 = sum(r["beta_low"] <= 0 <= r["beta_high"] for r in fitted)
         lines.append("| " + " | ".join(key) + f" | {np.mean([r['created'] for r in rows]):.0f} | "
                      f"{np.mean([r['removed'] for r in rows]):.0f} | "
-                     f"{_mean_sd([r['beta'] for r in rows])} | {has1}/{len(fitted)} | "
+                     f"{mean_sd([r['beta'] for r in rows])} | {has1}/{len(fitted)} | "
                      f"{has0}/{len(fitted)} | "
-                     f"{_mean_sd([r['beta_cumulative'] for r in rows])} |")  # fmt: skip
+                     f"{mean_sd([r['beta_cumulative'] for r in rows])} |")  # fmt: skip
     lines += ["", "| model | method | task | node layer | growth slope | R^2 | same distribution "
               "(p > 0.05) |", "|---|---|---|---|---|---|---|"]  # fmt: skip
     groups = {}
@@ -299,8 +276,8 @@ def to_markdown(rates: list[dict], growth: list[dict]) -> str:
     for key, rows in groups.items():
         same = sum(r["p_same"] is not None and r["p_same"] > 0.05 for r in rows)
         tested = sum(r["p_same"] is not None for r in rows)
-        lines.append("| " + " | ".join(key) + f" | {_mean_sd([r['slope'] for r in rows])} | "
-                     f"{_mean_sd([r['r_squared'] for r in rows])} | {same}/{tested} |")  # fmt: skip
+        lines.append("| " + " | ".join(key) + f" | {mean_sd([r['slope'] for r in rows])} | "
+                     f"{mean_sd([r['r_squared'] for r in rows])} | {same}/{tested} |")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

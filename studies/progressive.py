@@ -18,9 +18,7 @@ Layout of ``results/progressive/``: ``column1/`` (task-A runs; checkpoints not i
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import json
 import math
 import time
@@ -31,6 +29,7 @@ import numpy as np
 import torch
 from scipy import stats
 
+from studies._tables import rows_to_csv
 from topoprune.data import load_dataset
 from topoprune.data.cache import write_json_atomic
 from topoprune.data.images import ImageDataset, Split
@@ -205,14 +204,7 @@ def paired_tests(rows: list[dict]) -> list[dict]:
 
 
 def _csv(rows: list[dict]) -> str:
-    rows = [{k: v for k, v in r.items() if k != "key"} for r in rows]
-    if not rows:
-        return ""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
+    return rows_to_csv([{k: v for k, v in r.items() if k != "key"} for r in rows])
 
 
 def summary_by_condition(rows: list[dict]) -> dict[tuple, tuple[float, float, int]]:

@@ -23,9 +23,7 @@ resumes where it stopped.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import json
 import math
 import time
@@ -34,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from studies._tables import mean_sd, rows_to_csv
 from topoprune.data import load_dataset, status
 from topoprune.data.cache import write_json_atomic
 from topoprune.data.images import ImageDataset, Split
@@ -273,19 +272,7 @@ COLUMNS = ("model", "dataset", "method", "seed", "view", "node_layer", "n_nodes"
 
 
 def to_csv(rows: list[dict]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
-
-
-def _mean_sd(values: list[float]) -> str:
-    if not values:
-        return "-"
-    return (
-        f"{np.mean(values):.2f} +- {np.std(values):.2f}" if len(values) > 1 else f"{values[0]:.2f}"
-    )
+    return rows_to_csv(rows, COLUMNS)
 
 
 def grouped(rows: list[dict]) -> dict[tuple, list[dict]]:
@@ -328,7 +315,7 @@ def to_markdown(rows: list[dict]) -> str:
         if len(fitted) < seeds:
             verdict += f" ({seeds - len(fitted)} seed(s) not fittable)"
         lines.append(
-            "| " + " | ".join(key) + f" | {_mean_sd(alphas)} | {se:.2f} | {lo:g}-{hi_text} | "
+            "| " + " | ".join(key) + f" | {mean_sd(alphas)} | {se:.2f} | {lo:g}-{hi_text} | "
             f"{n_in} | {p_text} | {supported}/{seeds} | {verdict} |"
         )
     return "\n".join(lines) + "\n"

@@ -9,6 +9,19 @@ from pathlib import Path
 import numpy as np
 
 
+def _save(fig, path: str | Path, title: str) -> Path:
+    import matplotlib.pyplot as plt
+
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plot_attachment_rates(result: dict, path: str | Path, title: str = "") -> Path:
     """Per linear layer: the rate of created connections per candidate pair against d_i d_j
     (log bins, log-log), with the fitted k^beta line through the rates' weighted centre."""
@@ -39,14 +52,7 @@ def plot_attachment_rates(result: dict, path: str | Path, title: str = "") -> Pa
         ax.set_ylabel("attachment rate")
         ax.set_title(f"{row['layer']}: {row['created']} created", fontsize=9)
         ax.legend(fontsize=7)
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path, title)
 
 
 def plot_degree_growth(
@@ -71,11 +77,4 @@ def plot_degree_growth(
         ax.set_xlabel("degree before")
         ax.set_ylabel("degree increase")
         ax.set_title(entry["node_layer"], fontsize=9)
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path, title)

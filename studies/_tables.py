@@ -1,0 +1,32 @@
+"""Table helpers shared by the studies: tidy CSV and mean +- std cells."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def rows_to_csv(rows: list[dict], columns: Sequence[str] | None = None) -> str:
+    """CSV text of dict rows; ``columns`` defaults to the first row's keys ("" for no rows)."""
+    if columns is None:
+        if not rows:
+            return ""
+        columns = list(rows[0])
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, list(columns), lineterminator="\n", extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def mean_sd(values: Sequence[float | None]) -> str:
+    """``mean +- std`` of the finite values (one value alone; ``-`` for none)."""
+    finite = [v for v in values if v is not None and np.isfinite(v)]
+    if not finite:
+        return "-"
+    if len(finite) == 1:
+        return f"{finite[0]:.2f}"
+    return f"{np.mean(finite):.2f} +- {np.std(finite):.2f}"
