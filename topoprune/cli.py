@@ -471,6 +471,13 @@ def _add_prune_command(sub: argparse._SubParsersAction, argv: Sequence[str] | No
     prune.set_defaults(func=_prune)
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def _load_study(name: str):
     try:
         from studies import load_study
@@ -489,6 +496,10 @@ def _study_run(args: argparse.Namespace) -> int:
     config = study.QUICK if args.quick else study.Config()
     if args.device:
         config = dataclasses.replace(config, device=args.device)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     out = args.out or f"results/{args.name.replace('-', '_')}" + ("_quick" if args.quick else "")
     result = study.run(config, out, progress=not args.quiet)
     print(f"{args.name}: {len(result['rows'])} rows in {result['wall_seconds']:.0f} s -> {out}")
@@ -503,6 +514,9 @@ def _add_study_command(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--quick", action="store_true", help="the minutes-long smoke version")
     run.add_argument("--out", help="output folder (default results/<name>[_quick])")
     run.add_argument("--device", help="auto, cpu or cuda (default: the study's, auto)")
+    run.add_argument("--threads", type=_positive_int,
+                     help="CPU threads for torch (default: torch's choice; 1 lets two studies "
+                          "share a 2-core machine)")  # fmt: skip
     run.add_argument("--quiet", action="store_true", help="no per-epoch lines")
     run.set_defaults(func=_study_run)
 

@@ -47,8 +47,10 @@ def provenance(packages: tuple[str, ...]) -> dict:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = None
+    torch = sys.modules.get("torch")  # threads matter for wall times; only if torch is in use
     return {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "torch_threads": torch.get_num_threads() if torch is not None else None,
         "git_revision": git_revision(),
         "python": platform.python_version(),
         "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores",
