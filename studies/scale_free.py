@@ -56,7 +56,7 @@ SETTINGS = {
     ("mlp1024", "random"): {"dense_epochs": 0, "epochs": 1, "lr": 0.005, "schedule": "cosine"},
     ("cnn_mnist", "dense"): {"epochs": 3, "lr": 0.05, "schedule": "cosine"},
     ("cnn_mnist", "dns"): {"dense_epochs": 0, "epochs": 4, "lr": 0.01,
-                           "c": (1.0, 3.0, 4.0, 2.0), "schedule": "cosine"},
+                           "c": (1.0, 2.5, 3.0, 2.0), "schedule": "cosine"},
     ("cnn_mnist", "magnitude"): {"dense_epochs": 0, "lr": 0.05, "iterations": 2,
                                  "retrain_epochs": 1, "sparsity": (0.5, 0.9, 0.95, 0.8),
                                  "schedule": "cosine"},
