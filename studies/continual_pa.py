@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from studies._summary import write_study_summary
 from studies._tables import mean_sd, rows_to_csv
 from topoprune.attachment import compare_snapshots
 from topoprune.data import load_dataset
@@ -39,13 +40,12 @@ from topoprune.data.images import ImageDataset, Split
 from topoprune.data.permuted import permuted_mnist
 from topoprune.errors import TopopruneError
 from topoprune.io import load_network
-from topoprune.io.torch_file import load_torch_object
 from topoprune.models import build_model
 from topoprune.provenance import provenance
 from topoprune.prune.masks import add_masks
 from topoprune.prune.methods import METHODS
 from topoprune.train.engine import TrainSettings, error_rate, resolve_device
-from topoprune.train.run import prune_run
+from topoprune.train.run import load_trained_state, prune_run
 
 # Task A: "dense" then the method from it. Task B: the method again from task A's model with its
 # connections given back; its dense epochs train every weight on B before pruning. Epoch counts
@@ -135,9 +135,8 @@ def task_data(task: str, mnist: ImageDataset, seed: int, size: int | None) -> Im
 
 
 def model_from_checkpoint(path: str | Path, model_name: str, device: str) -> torch.nn.Module:
-    state = load_torch_object(Path(path))["extra"]["model_state"]
     model = add_masks(build_model(model_name, 10))
-    model.load_state_dict(state)
+    load_trained_state(model, path)
     return model.to(device)
 
 
@@ -176,7 +175,7 @@ def run(config: Config, out: str | Path, *, progress: bool = False) -> dict:
     (out / "growth.csv").write_text(rows_to_csv(growth))
     (out / "accuracy.csv").write_text(rows_to_csv(accuracy))
     (out / "table.md").write_text(to_markdown(rates, growth))
-    write_json_atomic(out / "summary.json", {
+    write_study_summary(out / "summary.json", {
         "config": asdict(config), "device": device, "wall_seconds": wall,
         "provenance": origin, "regrow": config.regrow,
     })  # fmt: skip
@@ -290,8 +289,13 @@ def to_markdown(rates: list[dict], growth: list[dict]) -> str:
 
 def figures(results: str | Path, out: str | Path) -> list[Path]:
     """Per model, method and task (first seed): created connections against d1 d2, degree
-    increase against initial degree; drawn from ``attach/*.json`` alone."""
-    from topoprune.plot.attachment import plot_attachment_rates, plot_degree_growth
+    increase against initial degree, degree distributions before and after with their fits;
+    drawn from ``attach/*.json`` alone."""
+    from topoprune.plot.attachment import (
+        plot_attachment_rates,
+        plot_degree_distributions,
+        plot_degree_growth,
+    )
 
     results, out = Path(results), Path(out)
     files = sorted((results / "attach").glob("*.json"))
@@ -320,6 +324,11 @@ def figures(results: str | Path, out: str | Path) -> list[Path]:
         written.append(
             plot_degree_growth(
                 rec["result"], degrees, out / f"{model}-{method}-{task}-growth.png", title=title
+            )
+        )
+        written.append(
+            plot_degree_distributions(
+                rec["result"], degrees, out / f"{model}-{method}-{task}-degrees.png", title=title
             )
         )
     return written

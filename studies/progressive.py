@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from scipy import stats
 
+from studies._summary import write_study_summary
 from studies._tables import rows_to_csv
 from topoprune.data import load_dataset
 from topoprune.data.cache import write_json_atomic
@@ -36,7 +37,6 @@ from topoprune.data.images import ImageDataset, Split
 from topoprune.data.permuted import permuted_mnist
 from topoprune.errors import TopopruneError
 from topoprune.io import load_network
-from topoprune.io.torch_file import load_torch_object
 from topoprune.models.progressive import (
     ProgressiveMLP,
     lateral_masks,
@@ -47,7 +47,7 @@ from topoprune.provenance import provenance
 from topoprune.prune.masks import add_masks
 from topoprune.prune.methods import METHODS
 from topoprune.train.engine import Stage, TrainSettings, error_rate, resolve_device, run_stages
-from topoprune.train.run import prune_run
+from topoprune.train.run import load_trained_state, prune_run
 
 COLUMN1 = [784, 300, 100, 10]
 COLUMN1_SETTINGS = {
@@ -129,7 +129,7 @@ def run(config: Config, out: str | Path, *, progress: bool = False) -> dict:
     tests = paired_tests(rows)
     (out / "tests.csv").write_text(_csv(tests))
     (out / "table.md").write_text(to_markdown(rows, tests))
-    write_json_atomic(out / "summary.json", {
+    write_study_summary(out / "summary.json", {
         "config": asdict(config), "device": device, "wall_seconds": wall,
         "provenance": origin,
     })  # fmt: skip
@@ -150,7 +150,7 @@ def train_column2(column1: dict, degrees: list[np.ndarray], data: ImageDataset, 
             return cached
     start = time.perf_counter()
     first = add_masks(mlp_column(COLUMN1))
-    first.load_state_dict(load_torch_object(Path(column1["checkpoint"]))["extra"]["model_state"])
+    load_trained_state(first, column1["checkpoint"])
     widths = [COLUMN1[0], *config.width, COLUMN1[-1]]
     masks = lateral_masks(degrees, widths, sampler, fraction, seed)
     torch.manual_seed(seed)  # column 2's initialisation: the same for every condition of a seed

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from topoprune.data.cache import write_json_atomic
+from studies._summary import write_study_summary
 from topoprune.provenance import provenance
 from topoprune.prune.methods import METHODS
 from topoprune.train.engine import TrainSettings, resolve_device
@@ -94,7 +94,7 @@ def run(config: Config, out: str | Path, *, progress: bool = False) -> dict:
                     _run(out, model, method, seed, config, settings, init=dense["checkpoint"])
                 )
     rows = table(summaries)
-    write_json_atomic(out / "table.json", {
+    write_study_summary(out / "table.json", {
         "rows": rows, "config": asdict(config),
         "wall_seconds": time.perf_counter() - start, "device": device,
         "provenance": origin,

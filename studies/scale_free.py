@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from studies._summary import write_study_summary
 from studies._tables import mean_sd, rows_to_csv
 from topoprune.data import load_dataset, status
 from topoprune.data.cache import write_json_atomic
@@ -160,7 +161,7 @@ def run(config: Config, out: str | Path, *, progress: bool = False) -> dict:
     wall = time.perf_counter() - start
     (out / "fits.csv").write_text(to_csv(rows))
     (out / "table.md").write_text(to_markdown(rows))
-    write_json_atomic(out / "summary.json", {
+    write_study_summary(out / "summary.json", {
         "config": asdict(config), "device": device, "wall_seconds": wall,
         "skipped": skipped, "provenance": origin,
         "runs": run_summaries(out),

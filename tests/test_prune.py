@@ -15,8 +15,8 @@ from topoprune.models import build_model
 from topoprune.prune.allocation import magnitude_masks_by_sparsity
 from topoprune.prune.masks import add_masks, apply_masks, enforce_masks, set_straight_through
 from topoprune.prune.methods import DenseConfig, DNSConfig, MagnitudeConfig, RandomConfig
-from topoprune.train.engine import Stage, TrainSettings
-from topoprune.train.run import prune_run, regrow_connections
+from topoprune.train.engine import Stage, TrainSettings, error_rate
+from topoprune.train.run import load_trained_state, prune_run, regrow_connections
 
 
 @pytest.fixture(scope="module")
@@ -114,6 +114,24 @@ def test_dns_splices_and_prunes(small, tmp_path):
     orig = obj["extra"]["model_state"]["1.weight_orig"]
     mask = obj["extra"]["model_state"]["1.weight_mask"].bool()
     assert torch.count_nonzero(orig[~mask]) > 0
+
+
+def test_a_dns_checkpoint_loads_as_it_was_evaluated(small, tmp_path):
+    config = DNSConfig(dense_epochs=1, epochs=1, c=(1.0, 1.0, 0.5), gamma=1e-3)
+    summary = prune_run("lenet300", "mnist", "dns", config, SETTINGS, tmp_path / "d", data=small)
+    path = tmp_path / "d" / "checkpoint.pt"
+    state = torch.load(path, weights_only=True)["extra"]["model_state"]
+    assert torch.count_nonzero(state["1.weight_orig"][state["1.weight_mask"] == 0]) > 0
+    model = add_masks(build_model("lenet300", 10))
+    assert load_trained_state(model, path)["method"] == "dns"
+    assert error_rate(model, small.test) == summary["test_error"]
+    # a run started from it records the same error as its starting point
+    after = prune_run(
+        "lenet300", "mnist", "magnitude",
+        MagnitudeConfig(dense_epochs=0, retrain_epochs=1, sparsity=(0.9,)), SETTINGS,
+        tmp_path / "m", data=small, init=path,
+    )  # fmt: skip
+    assert after["init_test_error"] == summary["test_error"]
 
 
 def test_random_masks_match_kept_fractions(small, tmp_path):

@@ -60,7 +60,7 @@ def test_figures(quick, tmp_path):
                  "--out", str(tmp_path)]) == 0  # fmt: skip
     names = {p.name for p in tmp_path.glob("*.png")}
     assert names == {f"lenet300-dns-{task}-{kind}.png" for task in ("square14", "control")
-                     for kind in ("attachment", "growth")}  # fmt: skip
+                     for kind in ("attachment", "growth", "degrees")}  # fmt: skip
 
 
 def test_task_data():

@@ -78,3 +78,35 @@ def plot_degree_growth(
         ax.set_ylabel("degree increase")
         ax.set_title(entry["node_layer"], fontsize=9)
     return _save(fig, path, title)
+
+
+def plot_degree_distributions(
+    result: dict, degrees: list[tuple[np.ndarray, np.ndarray]], path: str | Path, title: str = ""
+) -> Path:
+    """Per node layer: log-binned P(k) before and after, each with its bounded power-law fit over
+    its range when ``result`` holds fits (``compare_snapshots(..., fit_options=...)``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from topoprune.plot.panels import bounded_power_law_curve, log_binned_density
+
+    entries = result["node_layers"]
+    fig, axes = plt.subplots(1, len(entries), figsize=(3.4 * len(entries), 3.2), squeeze=False)
+    for ax, entry, pair in zip(axes[0], entries, degrees, strict=True):
+        fits = entry.get("fits", {})
+        for when, d, color, marker in zip(("before", "after"), pair, ("C0", "C1"), "o^"):
+            k, count = np.unique(np.asarray(d, np.int64), return_counts=True)
+            x, y = log_binned_density(k, count)
+            ax.loglog(x, y, marker, ms=4, color=color, label=when, alpha=0.8)
+            fit = fits.get(when)
+            if fit and fit.get("fittable") and k.size and k.max() > 0:
+                curve_k, p = bounded_power_law_curve(fit, k.max(), int(count[k > 0].sum()))
+                ax.loglog(curve_k, p, "-", color=color, lw=1.5,
+                          label=f"alpha {when} {fit['alpha']:.2f}")  # fmt: skip
+        ax.set_xlabel("degree k")
+        ax.set_ylabel("P(k)")
+        ax.set_title(entry["node_layer"], fontsize=9)
+        ax.legend(fontsize=7, loc="lower left")
+    return _save(fig, path, title)

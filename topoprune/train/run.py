@@ -17,7 +17,13 @@ from topoprune.errors import TopopruneError
 from topoprune.io.checkpoint import is_topoprune_checkpoint, save_network
 from topoprune.io.torch_file import load_torch_object
 from topoprune.models import MODELS, build_model
-from topoprune.prune.masks import add_masks, compression, kept_fractions, masked_modules
+from topoprune.prune.masks import (
+    add_masks,
+    compression,
+    kept_fractions,
+    masked_modules,
+    set_straight_through,
+)
 from topoprune.prune.methods import METHODS
 from topoprune.topology.module import network_from_module
 from topoprune.train.engine import (
@@ -75,8 +81,16 @@ def _resume_state(path: Path, model: torch.nn.Module, metadata: dict):
     return state, extra["optimizer_state"]
 
 
-def _load_init(path: Path, model: torch.nn.Module) -> dict:
-    """Load a finished training checkpoint's weights and masks into ``model``; its metadata."""
+def load_trained_state(model: torch.nn.Module, path: str | Path) -> dict:
+    """Install a finished training checkpoint's weights and masks in ``model`` (built with
+    :func:`~topoprune.prune.masks.add_masks`) so that it computes what the run evaluated; returns
+    the checkpoint's metadata.
+
+    Straight-through methods (DNS) keep learning their pruned weights, so the saved
+    ``weight_orig`` holds non-zero values under zero masks: they are zeroed here, since a model
+    outside straight-through mode reads ``weight_orig`` as is.
+    """
+    path = Path(path)
     obj = load_torch_object(path)
     extra = obj.get("extra", {}) if is_topoprune_checkpoint(obj) else {}
     if "model_state" not in extra:
@@ -86,7 +100,13 @@ def _load_init(path: Path, model: torch.nn.Module) -> dict:
         found = obj.get("metadata", {}).get("model", "another architecture")
         raise TopopruneError(f"{path}: written for {found}; cannot start this model from it")
     model.load_state_dict(theirs)
-    recorded = obj.get("metadata", {})
+    set_straight_through(model, False)
+    return obj.get("metadata", {})
+
+
+def _load_init(path: Path, model: torch.nn.Module) -> dict:
+    """Start ``model`` from a finished run's checkpoint; what the summary records of it."""
+    recorded = load_trained_state(model, path)
     return {"checkpoint": str(path), **{k: recorded.get(k) for k in ("model", "dataset",
             "method", "seed", "config")}}  # fmt: skip
 
