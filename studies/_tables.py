@@ -22,11 +22,11 @@ def rows_to_csv(rows: list[dict], columns: Sequence[str] | None = None) -> str:
     return buffer.getvalue()
 
 
-def mean_sd(values: Sequence[float | None]) -> str:
+def mean_sd(values: Sequence[float | None], digits: int = 2) -> str:
     """``mean +- std`` of the finite values (one value alone; ``-`` for none)."""
     finite = [v for v in values if v is not None and np.isfinite(v)]
     if not finite:
         return "-"
     if len(finite) == 1:
-        return f"{finite[0]:.2f}"
-    return f"{np.mean(finite):.2f} +- {np.std(finite):.2f}"
+        return f"{finite[0]:.{digits}f}"
+    return f"{np.mean(finite):.{digits}f} +- {np.std(finite):.{digits}f}"

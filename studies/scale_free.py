@@ -161,6 +161,9 @@ def run(config: Config, out: str | Path, *, progress: bool = False) -> dict:
     wall = time.perf_counter() - start
     (out / "fits.csv").write_text(to_csv(rows))
     (out / "table.md").write_text(to_markdown(rows))
+    (out / "digest.md").write_text("".join(
+        f"## {mode} mode\n\n{to_digest(rows, mode)}\n" for mode in config.modes
+    ))  # fmt: skip
     write_study_summary(out / "summary.json", {
         "config": asdict(config), "device": device, "wall_seconds": wall,
         "skipped": skipped, "provenance": origin,
@@ -320,6 +323,58 @@ def to_markdown(rows: list[dict]) -> str:
         lines.append(
             "| " + " | ".join(key) + f" | {mean_sd(alphas)} | {se:.2f} | {lo:g}-{hi_text} | "
             f"{n_in} | {p_text} | {supported}/{seeds} | {verdict} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def to_digest(rows: list[dict], mode: str = "window") -> str:
+    """The README's table: one line per model, data set, pruning method, view and node layer in
+    one fit ``mode``, seeds together, with the random-mask baseline's exponent beside it.
+
+    alpha is the mean +- std over seeds (SE: mean standard error); range, n in range and p as in
+    :func:`to_markdown`; "null" counts the seeds whose fit beats the random-mask null, "alt" those
+    where some alternative is significantly better (the most frequent named), "scale-free" those
+    meeting every condition of the verdict.
+    """
+    groups = grouped([r for r in rows if r["mode"] == mode])
+    lines = [
+        "| model | data | method | view | node layer | nodes | alpha (SE) | range | n in range "
+        "| p | null | alt (most often) | scale-free | random mask: alpha |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for key, group in groups.items():
+        model, dataset, method, view, layer, _ = key
+        if method.startswith("random-"):
+            continue
+        seeds = len(group)
+        base = groups.get((model, dataset, f"random-{method}", view, layer, mode), [])
+        base_alpha = mean_sd([r["alpha"] for r in base if r["fittable"]])
+        fitted = [r for r in group if r["fittable"]]
+        nodes = f"{group[0]['n_nodes']}"
+        dead = int(np.median([r["n_dead"] or 0 for r in group]))
+        if dead:
+            nodes += f" ({dead} dead)"
+        head = f"| {model} | {dataset} | {method} | {view} | {layer} | {nodes} | "
+        if not fitted:
+            reason = group[0]["verdict"].removeprefix("cannot fit: ")
+            lines.append(head + f"not fitted: {reason} | - | - | - | - | - | 0/{seeds} | "
+                         f"{base_alpha} |")  # fmt: skip
+            continue
+        se = np.mean([r["alpha_se"] for r in fitted])
+        lo = np.median([r["xmin"] for r in fitted])
+        highs = [float("inf") if r["xmax"] in ("inf", None) else float(r["xmax"]) for r in fitted]
+        hi = "inf" if any(math.isinf(h) for h in highs) else f"{np.median(highs):g}"
+        ps = [r["p"] for r in fitted if r["p"] is not None]
+        p_text = f"{min(ps):.2f}-{max(ps):.2f}" if len(ps) > 1 else (f"{ps[0]:.2f}" if ps else "-")
+        null = sum(bool(r["beats_null"]) for r in fitted)
+        named = [a for r in fitted for a in (r["better_alternatives"] or "").split()]
+        alt = sum(bool(r["better_alternatives"]) for r in fitted)
+        alt_text = f"{alt}/{seeds}" + (f" ({max(set(named), key=named.count)})" if named else "")
+        supported = sum(bool(r["scale_free"]) for r in group)
+        lines.append(
+            head + f"{mean_sd([r['alpha'] for r in fitted])} ({se:.2f}) | {lo:g}-{hi} | "
+            f"{int(np.median([r['n_in_range'] for r in fitted]))} | {p_text} | {null}/{seeds} | "
+            f"{alt_text} | {supported}/{seeds} | {base_alpha} |"
         )
     return "\n".join(lines) + "\n"
 

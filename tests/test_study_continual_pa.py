@@ -38,6 +38,14 @@ def test_connections_created_and_measured(quick):
     accuracy = list(csv.DictReader((out / "accuracy.csv").open()))
     for row in accuracy:
         assert all(0 <= float(row[k]) <= 1 for k in ("A_on_A", "A_on_B", "B_on_B", "B_on_A"))
+        # the models are measured as their runs evaluated them (DNS keeps hidden pruned weights)
+        runs = out / "runs"
+        a = json.loads((runs / "lenet300-dns-A-seed0" / "summary.json").read_text())
+        b = json.loads((runs / f"lenet300-dns-B-{row['task']}-seed0" / "summary.json").read_text())
+        assert float(row["A_on_A"]) == a["test_error"] and float(row["B_on_B"]) == b["test_error"]
+        assert float(row["A_on_B"]) == b["init_test_error"]
+    digest = (out / "digest.md").read_text()
+    assert digest.count("## Claim") == 3 and "| lenet300 | dns | input-fc1 |" in digest
     record = json.loads(next((out / "attach").glob("*square14*.json")).read_text())
     assert record["regrown"] > 0
     assert len(record["degrees"]) == 4

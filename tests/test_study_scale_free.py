@@ -61,10 +61,20 @@ def test_summary_table_and_resume(quick, capsys):
                                                    "cnn_mnist-mnist-dense-seed0"}  # fmt: skip
     table = (out / "table.md").read_text()
     assert table.startswith("| model | data | method |") and "| mlp1024 | mnist | dns |" in table
+    digest = (out / "digest.md").read_text()
+    assert "## window mode" in digest and "## clauset mode" in digest
+    # one line per pruned method's node layer and view; the baseline is a column, not a line
+    lines = [line for line in digest.splitlines() if line.startswith("| mlp1024 | mnist |")]
+    assert len(lines) == 4 * len(scale_free.QUICK.methods) * len(scale_free.QUICK.modes)
+    assert not any("| random-" in line for line in lines)
     # a second run finds everything done: no training, no fitting
     before = {p: p.stat().st_mtime_ns for p in (out / "fits").glob("*.json")}
     assert main(command) == 0
     assert {p: p.stat().st_mtime_ns for p in (out / "fits").glob("*.json")} == before
+    again = json.loads((out / "summary.json").read_text())
+    assert len(again["invocations"]) == 2
+    walls = [i["wall_seconds"] for i in again["invocations"]]
+    assert again["total_wall_seconds"] == pytest.approx(sum(walls))
     assert "rows in" in capsys.readouterr().out
 
 
