@@ -161,7 +161,8 @@ def run(config: Config, out: str | Path, *, progress: bool = False) -> dict:
     wall = time.perf_counter() - start
     (out / "fits.csv").write_text(to_csv(rows))
     (out / "table.md").write_text(to_markdown(rows))
-    (out / "digest.md").write_text("".join(
+    networks = networks_table(run_summaries(out))
+    (out / "digest.md").write_text(f"## Networks\n\n{networks}\n" + "".join(
         f"## {mode} mode\n\n{to_digest(rows, mode)}\n" for mode in config.modes
     ))  # fmt: skip
     write_study_summary(out / "summary.json", {
@@ -375,6 +376,25 @@ def to_digest(rows: list[dict], mode: str = "window") -> str:
             head + f"{mean_sd([r['alpha'] for r in fitted])} ({se:.2f}) | {lo:g}-{hi} | "
             f"{int(np.median([r['n_in_range'] for r in fitted]))} | {p_text} | {null}/{seeds} | "
             f"{alt_text} | {supported}/{seeds} | {base_alpha} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def networks_table(runs: list[dict]) -> str:
+    """Per model, data set and role (dense, a method, its random baseline) over seeds:
+    compression and test error (%)."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in runs:
+        # run folders are <model>-<dataset>-<role>-seed<k>
+        role = r["run"][len(r["model"]) + len(r["dataset"]) + 2 : r["run"].rindex("-seed")]
+        groups.setdefault((r["model"], r["dataset"], role), []).append(r)
+    lines = ["| model | data | method | seeds | compression | test error (%) |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
+    for (model, dataset, method), group in sorted(groups.items()):
+        lines.append(
+            f"| {model} | {dataset} | {method} | {len(group)} | "
+            f"{mean_sd([r['compression'] for r in group], digits=1)}x | "
+            f"{mean_sd([100 * r['test_error'] for r in group])} |"
         )
     return "\n".join(lines) + "\n"
 

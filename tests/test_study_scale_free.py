@@ -63,6 +63,7 @@ def test_summary_table_and_resume(quick, capsys):
     assert table.startswith("| model | data | method |") and "| mlp1024 | mnist | dns |" in table
     digest = (out / "digest.md").read_text()
     assert "## window mode" in digest and "## clauset mode" in digest
+    assert "| mlp1024 | mnist | random-dns | 1 |" in digest  # networks: every role
     # one line per pruned method's node layer and view; the baseline is a column, not a line
     lines = [line for line in digest.splitlines() if line.startswith("| mlp1024 | mnist |")]
     assert len(lines) == 4 * len(scale_free.QUICK.methods) * len(scale_free.QUICK.modes)
