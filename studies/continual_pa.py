@@ -339,9 +339,14 @@ def _error_cell(rows: list[dict]) -> str:
     return f"{pct('A_on_B')} -> {pct('B_on_B')} (A: {pct('A_on_A')} -> {pct('B_on_A')})"
 
 
+def _task_order(task: str) -> tuple[bool, int]:
+    """Squares by size, the control last."""
+    return task == CONTROL, 0 if task == CONTROL else int(task.removeprefix("square"))
+
+
 def to_digest(rates: list[dict], growth: list[dict], accuracy: list[dict]) -> str:
     """The README's tables, one per claim, seeds together (mean +- std), one column per task."""
-    order = sorted({r["task"] for r in accuracy}, key=lambda t: (t == CONTROL, t))
+    order = sorted({r["task"] for r in accuracy}, key=_task_order)
     return "\n".join(
         [
             "## Claim 1: attachment exponent beta per weight layer (rate ~ (d_i d_j)^beta)\n",
