@@ -42,12 +42,16 @@ def plot_attachment_rates(result: dict, path: str | Path, title: str = "") -> Pa
         ax.loglog(k[shown], made[shown] / cand[shown], "o", color="C0", label="created / pairs")
         use = cand > 0
         if use.any() and np.isfinite(a["beta"]):
-            centre = np.exp(np.average(np.log(k[use]), weights=cand[use]))
-            level = made.sum() / cand[use].sum()
+            # the Poisson model's scale given beta: expected created = observed created
+            scale = made.sum() / np.sum(cand[use] * k[use] ** a["beta"])
             grid = np.geomspace(k[use].min(), k[use].max(), 50)
             low, high = a["beta_ci95"]
-            ax.loglog(grid, level * (grid / centre) ** a["beta"], "-", color="C3",
+            ax.loglog(grid, scale * grid ** a["beta"], "-", color="C3",
                       label=f"beta = {a['beta']:.2f} [{low:.2f}, {high:.2f}]")  # fmt: skip
+        empty = int(np.sum(use & (made == 0)))
+        if empty:
+            ax.text(0.97, 0.04, f"{empty} bins with none created (rate 0) not drawn",
+                    transform=ax.transAxes, ha="right", fontsize=6)  # fmt: skip
         ax.set_xlabel("d_i(0) d_j(0)")
         ax.set_ylabel("attachment rate")
         ax.set_title(f"{row['layer']}: {row['created']} created", fontsize=9)
@@ -89,6 +93,7 @@ def plot_degree_distributions(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     from topoprune.plot.panels import bounded_power_law_curve, log_binned_density
 
@@ -105,6 +110,7 @@ def plot_degree_distributions(
                 curve_k, p = bounded_power_law_curve(fit, k.max(), int(count[k > 0].sum()))
                 ax.loglog(curve_k, p, "-", color=color, lw=1.5,
                           label=f"alpha {when} {fit['alpha']:.2f}")  # fmt: skip
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # no crowded labels
         ax.set_xlabel("degree k")
         ax.set_ylabel("P(k)")
         ax.set_title(entry["node_layer"], fontsize=9)
