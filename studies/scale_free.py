@@ -163,7 +163,8 @@ def run(config: Config, out: str | Path, *, progress: bool = False) -> dict:
     (out / "table.md").write_text(to_markdown(rows))
     networks = networks_table(run_summaries(out))
     (out / "digest.md").write_text(f"## Networks\n\n{networks}\n" + "".join(
-        f"## {mode} mode\n\n{to_digest(rows, mode)}\n" for mode in config.modes
+        f"## {mode} mode\n\n{verdict_counts(rows, mode)}\n{to_digest(rows, mode)}\n"
+        for mode in config.modes
     ))  # fmt: skip
     write_study_summary(out / "summary.json", {
         "config": asdict(config), "device": device, "wall_seconds": wall,
@@ -324,6 +325,28 @@ def to_markdown(rows: list[dict]) -> str:
         lines.append(
             "| " + " | ".join(key) + f" | {mean_sd(alphas)} | {se:.2f} | {lo:g}-{hi_text} | "
             f"{n_in} | {p_text} | {supported}/{seeds} | {verdict} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def verdict_counts(rows: list[dict], mode: str) -> str:
+    """Counts over every (run, view, node layer) of one mode, pruned networks against their
+    random-mask baselines: the totals the README quotes."""
+    lines = ["| networks | fits | fitted | bootstrap p < 0.1 | beats the null | an alternative "
+             "better | scale-free |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for label, random in (("pruned", False), ("random mask", True)):
+        group = [r for r in rows
+                 if r["mode"] == mode and r["method"].startswith("random-") == random]  # fmt: skip
+        fitted = [r for r in group if r["fittable"]]
+        rejected = sum(r["p"] is not None and r["p"] < 0.1 for r in fitted)
+        named = [a for r in fitted for a in (r["better_alternatives"] or "").split()]
+        better = sum(bool(r["better_alternatives"]) for r in fitted)
+        by_name = ", ".join(f"{a} {named.count(a)}" for a in sorted(set(named)))
+        lines.append(
+            f"| {label} | {len(group)} | {len(fitted)} | {rejected} | "
+            f"{sum(bool(r['beats_null']) for r in fitted)} | {better}"
+            + (f" ({by_name})" if by_name else "")
+            + f" | {sum(bool(r['scale_free']) for r in group)} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -64,6 +64,15 @@ def test_summary_table_and_resume(quick, capsys):
     digest = (out / "digest.md").read_text()
     assert "## window mode" in digest and "## clauset mode" in digest
     assert "| mlp1024 | mnist | random-dns | 1 |" in digest  # networks: every role
+    # the totals the README quotes agree with the tidy table
+    rows = list(csv.DictReader((out / "fits.csv").open()))
+    window = digest.split("## window mode")[1]
+    pruned = next(line for line in window.splitlines() if line.startswith("| pruned |"))
+    fits = [r for r in rows if r["mode"] == "window" and not r["method"].startswith("random-")]
+    fitted = sum(r["fittable"] == "True" for r in fits)
+    supported = sum(r["scale_free"] == "True" for r in fits)
+    assert pruned.startswith(f"| pruned | {len(fits)} | {fitted} |")
+    assert pruned.endswith(f"| {supported} |")
     # one line per pruned method's node layer and view; the baseline is a column, not a line
     lines = [line for line in digest.splitlines()
              if line.startswith("| mlp1024 | mnist |") and "| channel |" in line]  # fmt: skip
