@@ -12,10 +12,10 @@ from types import ModuleType
 from topoprune.registry import Registry
 
 STUDIES: Registry[str] = Registry("study")
-STUDIES.register("pruning-table")("studies.pruning_table")
-STUDIES.register("scale-free")("studies.scale_free")
-STUDIES.register("continual-pa")("studies.continual_pa")
-STUDIES.register("progressive")("studies.progressive")
+STUDIES.register("pruning-table")("topoprune_studies.pruning_table")
+STUDIES.register("scale-free")("topoprune_studies.scale_free")
+STUDIES.register("continual-pa")("topoprune_studies.continual_pa")
+STUDIES.register("progressive")("topoprune_studies.progressive")
 
 
 def load_study(name: str) -> ModuleType:

@@ -31,8 +31,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from studies._summary import write_study_summary
-from studies._tables import mean_sd, rows_to_csv
 from topoprune.attachment import compare_snapshots
 from topoprune.data import load_dataset
 from topoprune.data.cache import write_json_atomic
@@ -46,6 +44,9 @@ from topoprune.prune.masks import add_masks
 from topoprune.prune.methods import METHODS
 from topoprune.train.engine import TrainSettings, error_rate, resolve_device
 from topoprune.train.run import load_trained_state, prune_run
+
+from ._summary import write_study_summary
+from ._tables import mean_sd, rows_to_csv
 
 # Task A: "dense" then the method from it. Task B: the method again from task A's model with its
 # connections given back; its dense epochs train every weight on B before pruning. Epoch counts

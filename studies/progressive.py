@@ -29,8 +29,6 @@ import numpy as np
 import torch
 from scipy import stats
 
-from studies._summary import write_study_summary
-from studies._tables import rows_to_csv
 from topoprune.data import load_dataset
 from topoprune.data.cache import write_json_atomic
 from topoprune.data.images import ImageDataset, Split
@@ -48,6 +46,9 @@ from topoprune.prune.masks import add_masks
 from topoprune.prune.methods import METHODS
 from topoprune.train.engine import Stage, TrainSettings, error_rate, resolve_device, run_stages
 from topoprune.train.run import load_trained_state, prune_run
+
+from ._summary import write_study_summary
+from ._tables import rows_to_csv
 
 COLUMN1 = [784, 300, 100, 10]
 COLUMN1_SETTINGS = {

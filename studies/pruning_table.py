@@ -19,11 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
-from studies._summary import write_study_summary
 from topoprune.provenance import provenance
 from topoprune.prune.methods import METHODS
 from topoprune.train.engine import TrainSettings, resolve_device
 from topoprune.train.run import prune_run
+
+from ._summary import write_study_summary
 
 # The papers' numbers: test error dense -> pruned, compression, kept % per weight layer.
 PAPER = {

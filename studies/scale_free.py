@@ -32,8 +32,6 @@ from pathlib import Path
 
 import numpy as np
 
-from studies._summary import write_study_summary
-from studies._tables import mean_sd, rows_to_csv
 from topoprune.data import load_dataset, status
 from topoprune.data.cache import write_json_atomic
 from topoprune.data.images import ImageDataset, Split
@@ -44,6 +42,9 @@ from topoprune.prune.methods import METHODS
 from topoprune.stats.node_layers import fit_node_layers
 from topoprune.train.engine import TrainSettings, resolve_device
 from topoprune.train.run import prune_run
+
+from ._summary import write_study_summary
+from ._tables import mean_sd, rows_to_csv
 
 # Hyper-parameters per (model, method). "dense" is the shared model; the pruning methods and the
 # random baselines start from it (dense_epochs 0).

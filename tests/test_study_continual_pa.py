@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from studies import continual_pa
 from topoprune.cli import main
+from topoprune_studies import continual_pa
 
 
 @pytest.fixture(scope="module")

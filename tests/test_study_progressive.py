@@ -3,8 +3,8 @@
 import csv
 import json
 
-from studies import progressive
 from topoprune.cli import main
+from topoprune_studies import progressive
 
 
 def test_quick_progressive(tmp_path):

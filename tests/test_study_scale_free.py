@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from studies import scale_free
 from topoprune.cli import main
+from topoprune_studies import scale_free
 
 
 @pytest.fixture(scope="module")

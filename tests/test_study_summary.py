@@ -2,7 +2,7 @@
 
 import json
 
-from studies._summary import write_study_summary
+from topoprune_studies._summary import write_study_summary
 
 
 def _record(seconds: float, revision: str) -> dict:

@@ -480,11 +480,11 @@ def _positive_int(text: str) -> int:
 
 def _load_study(name: str):
     try:
-        from studies import load_study
+        from topoprune_studies import load_study
     except ImportError:
         raise TopopruneError(
-            "the studies package is not importable: install topoprune from its source tree "
-            "(pip install -e .)"
+            "the topoprune_studies package is not importable: install topoprune from its source "
+            "tree (pip install -e .)"
         ) from None
     return load_study(name)
 
