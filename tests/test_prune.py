@@ -12,7 +12,7 @@ from topoprune.data.images import make_dataset
 from topoprune.errors import TopopruneError
 from topoprune.io import load_network
 from topoprune.models import build_model
-from topoprune.prune.allocation import magnitude_masks_by_sparsity
+from topoprune.prune.allocation import allocate
 from topoprune.prune.masks import add_masks, apply_masks, enforce_masks, set_straight_through
 from topoprune.prune.methods import DenseConfig, DNSConfig, MagnitudeConfig, RandomConfig
 from topoprune.train.engine import Stage, TrainSettings, error_rate
@@ -68,11 +68,12 @@ def test_magnitude_reaches_per_layer_and_global_sparsity():
     torch.manual_seed(0)
     weights = {"a": torch.randn(50, 40), "b": torch.randn(10, 50)}
     masks = {n: torch.ones_like(w, dtype=torch.bool) for n, w in weights.items()}
-    per_layer = magnitude_masks_by_sparsity(weights, masks, {"a": 0.9, "b": 0.5})
+    scores = {n: w.abs() for n, w in weights.items()}
+    per_layer = allocate(scores, masks, {"a": 0.9, "b": 0.5})
     assert int(per_layer["a"].sum()) == 200 and int(per_layer["b"].sum()) == 250
     kept = per_layer["a"]
     assert weights["a"].abs()[kept].min() >= weights["a"].abs()[~kept].max()
-    both = magnitude_masks_by_sparsity(weights, masks, 0.8, global_allocation=True)
+    both = allocate(scores, masks, 0.8)
     assert sum(int(m.sum()) for m in both.values()) == 500
 
 
@@ -281,23 +282,27 @@ def test_resume_refuses_other_runs(small, tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("config", "message"),
+    ("make", "message"),
     [
-        (MagnitudeConfig(sparsity=(1.0,)), r"sparsity of 1 must be in \[0, 1\)"),
-        (MagnitudeConfig(sparsity=(-0.1,)), r"must be in \[0, 1\)"),
-        (MagnitudeConfig(sparsity=(0.5, 0.5)), "give 1 value or 3"),
-        (MagnitudeConfig(lr=0.0), "learning rate must be > 0"),
-        (DNSConfig(lr=-1.0), "learning rate must be > 0"),
-        (RandomConfig(kept=(0.0,)), r"kept fraction of 1 must be in \(0, 1\]"),
-        (DNSConfig(schedule="step"), "schedule must be one of constant, cosine"),
+        (lambda: MagnitudeConfig(sparsity=(1.0,)), r"sparsity must be in \[0, 1\), got 1"),
+        (lambda: MagnitudeConfig(sparsity=(-0.1,)), r"must be in \[0, 1\)"),
+        (lambda: MagnitudeConfig(lr=0.0), r"lr must be in \(0, inf\)"),
+        (lambda: DNSConfig(lr=-1.0), r"lr must be in \(0, inf\)"),
+        (lambda: DNSConfig(dense_epochs=-1), r"dense-epochs must be in \[0, inf\)"),
+        (lambda: RandomConfig(kept=(0.0,)), r"kept must be in \(0, 1\]"),
+        (lambda: DNSConfig(schedule="step"), "schedule must be one of constant, cosine"),
+        (lambda: MagnitudeConfig(allocation="erk", sparsity=(0.9, 0.5)), "takes one sparsity"),
     ],
 )
-def test_bad_hyper_parameters(small, tmp_path, config, message):
-    method = {"MagnitudeConfig": "magnitude", "DNSConfig": "dns", "RandomConfig": "random"}[
-        type(config).__name__
-    ]
+def test_bad_hyper_parameters_cannot_be_built(make, message):
     with pytest.raises(TopopruneError, match=message):
-        prune_run("lenet300", "mnist", method, config, SETTINGS, tmp_path / "bad", data=small)
+        make()
+
+
+def test_per_layer_values_must_match_the_layers(small, tmp_path):
+    config = MagnitudeConfig(sparsity=(0.5, 0.5))
+    with pytest.raises(TopopruneError, match="give 1 value or 3"):
+        prune_run("lenet300", "mnist", "magnitude", config, SETTINGS, tmp_path / "bad", data=small)
 
 
 def test_cli_names_and_errors(capsys, tmp_path):

@@ -354,56 +354,99 @@ def _add_fit_command(sub: argparse._SubParsersAction) -> None:
     fit.set_defaults(func=_fit)
 
 
-def _config_flags(parser: argparse.ArgumentParser, config_cls: type) -> None:
-    """One flag per field of a method's hyper-parameter dataclass."""
+def add_config_flags(parser: argparse._ActionsContainer, config_cls: type, owner: str) -> None:
+    """One flag per field of a hyper-parameter dataclass: ``--name-with-dashes``; tuples take
+    comma-separated values, bools ``--x``/``--no-x``, choices are listed. A field whose flag is
+    already taken by a common option is a programming error, reported by name."""
     import dataclasses
     import typing
 
     hints = typing.get_type_hints(config_cls)
+    taken = set(parser._option_string_actions)
     for spec in dataclasses.fields(config_cls):
-        kind = hints[spec.name]
-        flag = "--" + spec.name.replace("_", "-")
+        kind, flag = hints[spec.name], "--" + spec.name.replace("_", "-")
+        if flag in taken or f"--no-{spec.name.replace('_', '-')}" in taken:
+            raise ValueError(
+                f"{owner}: hyper-parameter {spec.name!r} collides with the common flag {flag}; "
+                "rename the field"
+            )
         help_text = spec.metadata.get("help", "")
+        choices = spec.metadata.get("choices")
         if typing.get_origin(kind) is tuple:
+            item = typing.get_args(kind)[0]
             parser.add_argument(
                 flag,
-                type=_float_list,
+                type=_list_of(item),
                 default=spec.default,
-                metavar="X[,X...]",
+                metavar=f"{item.__name__.upper()}[,...]",
                 help=f"{help_text} (default: {','.join(map(str, spec.default))})",
+            )
+        elif kind is bool:
+            parser.add_argument(
+                flag,
+                action=argparse.BooleanOptionalAction,
+                default=spec.default,
+                help=f"{help_text} (default: {spec.default})",
             )
         else:
             parser.add_argument(
-                flag, type=kind, default=spec.default, help=f"{help_text} (default: {spec.default})"
+                flag,
+                type=kind,
+                default=spec.default,
+                choices=choices,
+                help=f"{help_text} (default: {spec.default})",
             )
 
 
-def _float_list(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(v) for v in text.split(",") if v.strip()) if text else ()
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected numbers separated by commas, got {text!r}"
-        ) from None
+def config_from_args(config_cls: type, args: argparse.Namespace) -> object:
+    """The dataclass built from parsed flags (its own checks raise TopopruneError)."""
+    import dataclasses
+
+    return config_cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(config_cls)})
+
+
+def config_to_argv(config: object) -> list[str]:
+    """Flags that parse back to ``config`` (the inverse of :func:`config_from_args`)."""
+    import dataclasses
+
+    argv = []
+    for spec in dataclasses.fields(config):
+        value, flag = getattr(config, spec.name), "--" + spec.name.replace("_", "-")
+        if isinstance(value, bool):
+            argv.append(flag if value else "--no-" + flag[2:])
+        elif isinstance(value, tuple):
+            items = (repr(v) if isinstance(v, float) else str(v) for v in value)
+            argv.append(f"{flag}={','.join(items)}")
+        else:
+            argv.append(f"{flag}={value!r}" if isinstance(value, float) else f"{flag}={value}")
+    return argv
+
+
+def _list_of(item: type):
+    def parse(text: str) -> tuple:
+        try:
+            return tuple(item(v.strip()) for v in text.split(",") if v.strip()) if text else ()
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected {item.__name__} values separated by commas, got {text!r}"
+            ) from None
+
+    return parse
 
 
 def _prune(args: argparse.Namespace) -> int:
-    import dataclasses
-
     from topoprune.prune.methods import METHODS
     from topoprune.train.engine import TrainSettings, resolve_device
     from topoprune.train.run import prune_run
 
-    method = METHODS[args.method]
-    config = method.Config(
-        **{f.name: getattr(args, f.name) for f in dataclasses.fields(method.Config)}
-    )
+    config = config_from_args(METHODS[args.method].Config, args)
     settings = TrainSettings(
         batch_size=args.batch_size,
-        momentum=args.momentum,
         seed=args.seed,
         device=resolve_device(args.device),
         progress=not args.quiet,
+        snapshot_every=args.snapshot_every,
+        snapshot_epochs=args.snapshot_epochs,
     )
     summary = prune_run(
         args.model,
@@ -415,6 +458,7 @@ def _prune(args: argparse.Namespace) -> int:
         resume=args.resume,
         data_dir=args.data_dir,
         init=args.init,
+        regrow=args.regrow,
     )
     kept = ", ".join(f"{name} {pct:.2f}%" for name, pct in summary["kept_percent"].items())
     dense = summary["dense_test_error"]
@@ -425,6 +469,26 @@ def _prune(args: argparse.Namespace) -> int:
     )
     print(f"summary: {Path(args.out) / 'summary.json'}; checkpoint: {summary['checkpoint']}")
     return 0
+
+
+def _methods(args: argparse.Namespace) -> int:
+    from topoprune.prune.methods import METHODS
+
+    for name in METHODS:
+        method = METHODS[name]
+        line = (method.__doc__ or "").strip().splitlines()[0]
+        print(f"{name:<12} {line}")
+        if method.paper and method.paper != "-":
+            print(f"{'':<12} {method.paper}")
+    print("flags of one method: topoprune prune --method NAME --help", file=sys.stderr)
+    return 0
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
 
 
 def _add_prune_command(sub: argparse._SubParsersAction, argv: Sequence[str] | None) -> None:
@@ -443,8 +507,7 @@ def _add_prune_command(sub: argparse._SubParsersAction, argv: Sequence[str] | No
     prune.add_argument("--method", required=True, choices=METHODS.names())
     prune.add_argument("--out", required=True, help="output folder (checkpoint, summary.json)")
     prune.add_argument("--seed", type=int, default=0)
-    prune.add_argument("--batch-size", type=int, default=128)
-    prune.add_argument("--momentum", type=float, default=0.9)
+    prune.add_argument("--batch-size", type=_positive_int, default=128)
     prune.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda")
     prune.add_argument("--resume", action="store_true", help="continue from --out's checkpoint")
     prune.add_argument("--data-dir", help="read the data set from this folder")
@@ -459,16 +522,29 @@ def _add_prune_command(sub: argparse._SubParsersAction, argv: Sequence[str] | No
         help="with --init: give the pruned connections back first, their weights at zero or "
         "small random values (a pruned network learning a new task)",
     )
+    prune.add_argument(
+        "--snapshot-every",
+        type=_non_negative_int,
+        default=0,
+        metavar="STEPS",
+        help="also keep the masks every STEPS optimisation steps (for attach)",
+    )
+    prune.add_argument(
+        "--snapshot-epochs",
+        action="store_true",
+        help="also keep the masks after every epoch (for attach)",
+    )
     prune.add_argument("--quiet", action="store_true", help="no per-epoch lines")
     # the chosen method's own flags
     words = list(argv if argv is not None else sys.argv[1:])
     chosen = next((words[i + 1] for i, w in enumerate(words[:-1]) if w == "--method"), None)
     chosen = chosen or next((w.split("=", 1)[1] for w in words if w.startswith("--method=")), None)
     if chosen in METHODS:
-        _config_flags(
-            prune.add_argument_group(f"{chosen} hyper-parameters"), METHODS[chosen].Config
-        )
+        group = prune.add_argument_group(f"{chosen} hyper-parameters")
+        add_config_flags(group, METHODS[chosen].Config, f"method {chosen}")
     prune.set_defaults(func=_prune)
+    methods = sub.add_parser("methods", help="list the pruning methods with their papers")
+    methods.set_defaults(func=_methods)
 
 
 def _positive_int(text: str) -> int:
@@ -556,8 +632,14 @@ def _attach(args: argparse.Namespace) -> int:
     from topoprune.attachment import compare_snapshots
     from topoprune.io import load_network
 
-    before = load_network(args.before, chain=args.chain)
-    after = load_network(args.after, chain=args.chain)
+    if args.after is None and args.after_snapshot is None:
+        raise TopopruneError(
+            "give a second checkpoint, or --after-snapshot to compare two "
+            "snapshots of one training checkpoint"
+        )
+    args.after = args.after or args.before
+    before = load_network(args.before, chain=args.chain, snapshot=args.before_snapshot)
+    after = load_network(args.after, chain=args.chain, snapshot=args.after_snapshot)
     options = {"mode": args.fit_mode, "n_boot": args.fit_boot, "seed": args.seed}
     result = compare_snapshots(
         before, after, n_boot=args.boot, seed=args.seed,
@@ -576,7 +658,9 @@ def _attach(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, indent=1))
         return 0
-    print(f"{args.before} -> {args.after}")
+    before_name = args.before + (f" [{args.before_snapshot}]" if args.before_snapshot else "")
+    after_name = args.after + (f" [{args.after_snapshot}]" if args.after_snapshot else "")
+    print(f"{before_name} -> {after_name}")
     print(f"{'layer':<16}{'created':>9}{'removed':>9}  attachment beta [95% CI]  cumulative")
     for row in result["layers"]:
         a = row.get("attachment")
@@ -608,7 +692,17 @@ def _add_attach_command(sub: argparse._SubParsersAction) -> None:
         "degree growth per node layer and a two-sample test of the degree distributions.",
     )
     attach.add_argument("before", help="checkpoint at snapshot 0")
-    attach.add_argument("after", help="checkpoint at snapshot 1 (same architecture)")
+    attach.add_argument(
+        "after", nargs="?", help="checkpoint at snapshot 1 (same architecture; default: BEFORE)"
+    )
+    attach.add_argument(
+        "--before-snapshot",
+        metavar="NAME",
+        help="read BEFORE's masks from this entry of its training mask history "
+        "(a stage name, STAGE/epochN or stepN; see topoprune prune "
+        "--snapshot-every/--snapshot-epochs)",
+    )
+    attach.add_argument("--after-snapshot", metavar="NAME", help="the same for AFTER")
     attach.add_argument("--json", action="store_true", help="print the full result as JSON")
     attach.add_argument("--figures", help="write attachment_rates.png and degree_growth.png here")
     attach.add_argument("--boot", type=int, default=1000, help="bootstrap replicates for beta")

@@ -67,6 +67,7 @@ def load_network(
     chain: str | None = None,
     layers: Sequence[str] | None = None,
     keep_weights: bool = True,
+    snapshot: str | None = None,
 ) -> SparseNetwork:
     """Read a checkpoint of any supported format as a :class:`SparseNetwork`.
 
@@ -80,12 +81,17 @@ def load_network(
         Glob patterns selecting weight layers by name.
     keep_weights : bool
         False keeps only the masks (less memory; enough for degrees).
+    snapshot : str, optional
+        A topoprune training checkpoint's mask snapshot (a stage name, ``STAGE/epochN`` or
+        ``stepN``): the network as its masks were then (weights are not kept for snapshots).
     """
     path = Path(path)
     if chain is not None and chain not in CHAIN_MODES:
         raise CheckpointError(f"unknown chain mode {chain!r}; valid: {', '.join(CHAIN_MODES)}")
     layers = list(layers) if layers else None
     fmt = detect_format(path)
+    if snapshot is not None and fmt != "torch":
+        raise CheckpointError(f"{path}: only topoprune training checkpoints hold mask snapshots")
     if fmt == "safetensors":
         return network_from_tensors(
             ((name, array) for name, array, _ in safetensors_file.iter_tensors(path)),
@@ -106,8 +112,10 @@ def load_network(
     obj = load_torch_object(path)
     if is_topoprune_checkpoint(obj):
         return network_from_checkpoint(
-            obj, path, chain=chain, layers=layers, keep_weights=keep_weights
+            obj, path, chain=chain, layers=layers, keep_weights=keep_weights, snapshot=snapshot
         )
+    if snapshot is not None:
+        raise CheckpointError(f"{path}: only topoprune training checkpoints hold mask snapshots")
     return network_from_tensors(
         state_dict_items(obj, path),
         chain=chain or "none",

@@ -77,8 +77,10 @@ def network_from_checkpoint(
     chain: str | None = None,
     layers: list[str] | None = None,
     keep_weights: bool = True,
+    snapshot: str | None = None,
 ) -> SparseNetwork:
-    """A network from a loaded topoprune checkpoint; its recorded chain unless ``chain``."""
+    """A network from a loaded topoprune checkpoint; its recorded chain unless ``chain``;
+    with ``snapshot``, the masks of that entry of the training's mask history."""
     version = obj.get("format_version")
     if version != FORMAT_VERSION:
         raise CheckpointError(
@@ -92,6 +94,8 @@ def network_from_checkpoint(
         recorded = [bool(c) for c in obj["chain"]]
     except (KeyError, TypeError):
         raise CheckpointError(f"{path}: corrupt topoprune checkpoint (missing keys)") from None
+    if snapshot is not None:
+        masks, weights = _snapshot_masks(obj, path, snapshot, masks), {}
     missing = [n for n in names if n not in masks]
     if missing:
         raise CheckpointError(f"{path}: corrupt topoprune checkpoint: no mask for {missing}")
@@ -118,3 +122,19 @@ def network_from_checkpoint(
     elif chain == "sequential":
         network = SparseNetwork(network.layers, True, skipped=network.skipped, source=str(path))
     return network
+
+
+def snapshot_names(obj: dict) -> list[str]:
+    """The mask snapshots a topoprune training checkpoint holds, in the order they were taken."""
+    history = obj.get("extra", {}).get("mask_history", {})
+    return list(history) if isinstance(history, dict) else []
+
+
+def _snapshot_masks(obj: dict, path: Path, snapshot: str, final: dict) -> dict:
+    history = obj.get("extra", {}).get("mask_history", {})
+    if not isinstance(history, dict) or snapshot not in history:
+        found = ", ".join(snapshot_names(obj)) or "none"
+        raise CheckpointError(f"{path}: no mask snapshot {snapshot!r}; snapshots: {found}")
+    taken = history[snapshot]
+    # snapshots are keyed by module name; layers that were not pruned keep the file's mask
+    return {name: taken.get(name.removesuffix(".weight"), final.get(name)) for name in final}

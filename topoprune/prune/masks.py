@@ -13,7 +13,7 @@ two modes:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn
@@ -32,9 +32,20 @@ def _masked_forward_hook(module: nn.Module, _inputs) -> None:
         module.weight = weight.view_as(weight)  # pruned entries are zero (enforce_masks)
 
 
-def add_masks(model: nn.Module, *, straight_through: bool = False) -> nn.Module:
-    """Give every Linear/Conv1d/Conv2d layer a mask of ones (in place); returns the model."""
-    for _, module in weight_modules(model):
+def add_masks(
+    model: nn.Module, *, straight_through: bool = False, names: Sequence[str] | None = None
+) -> nn.Module:
+    """Give every Linear/Conv1d/Conv2d layer (or those in ``names``) a mask of ones, in place;
+    returns the model. Grouped and depthwise convolutions are masked like any other."""
+    modules = dict(weight_modules(model))
+    unknown = [n for n in names or () if n not in modules]
+    if unknown:
+        raise TopopruneError(
+            f"no Linear/Conv layer {', '.join(map(repr, unknown))}; layers: {', '.join(modules)}"
+        )
+    for name, module in modules.items():
+        if names is not None and name not in names:
+            continue
         if hasattr(module, "weight_mask"):
             module.straight_through = straight_through
             continue
@@ -109,9 +120,51 @@ def kept_fractions(model: nn.Module) -> dict[str, float]:
 
 
 def compression(model: nn.Module) -> float:
-    """Total weights / kept weights over the masked layers."""
+    """Total weights / kept weights over every Linear/Conv layer (unmasked layers count as
+    fully kept)."""
     total = kept = 0
-    for _, module in masked_modules(model):
-        total += module.weight_mask.numel()
-        kept += int(module.weight_mask.sum())
+    for _, module in weight_modules(model):
+        mask = getattr(module, "weight_mask", None)
+        total += module.weight_orig.numel() if mask is not None else module.weight.numel()
+        kept += int(mask.sum()) if mask is not None else module.weight.numel()
     return total / kept if kept else float("inf")
+
+
+def dense_modules(model: nn.Module) -> list[str]:
+    """Names of the modules with parameters that are left dense: weight layers without masks
+    and every other parametrised module (BatchNorm, Embedding, ...)."""
+    out = []
+    for name, module in model.named_modules():
+        own = list(module.parameters(recurse=False))
+        if own and not hasattr(module, "weight_mask"):
+            out.append(name or type(module).__name__)
+    return out
+
+
+@torch.no_grad()
+def mask_gradients(model: nn.Module) -> None:
+    """Zero the gradients of pruned weights (layers not in straight-through mode), so that no
+    optimizer (momentum, Adam moments, weight decay) can move them away from zero."""
+    for _, module in masked_modules(model):
+        grad = module.weight_orig.grad
+        if grad is not None and not module.straight_through:
+            grad.mul_(module.weight_mask)
+
+
+@torch.no_grad()
+def mask_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """Zero every per-weight optimizer buffer (momentum, Adam moments) at pruned positions of
+    layers not in straight-through mode: a weight pruned mid-stage (RigL, gradual pruning)
+    otherwise keeps moving on its stale momentum."""
+    for _, module in masked_modules(model):
+        if module.straight_through:
+            continue
+        weight = module.weight_orig
+        for value in optimizer.state.get(weight, {}).values():
+            if isinstance(value, torch.Tensor) and value.shape == weight.shape:
+                value.mul_(module.weight_mask)
+
+
+def masks_version(model: nn.Module) -> int:
+    """A number that changes whenever any mask is modified in place (cheap change detection)."""
+    return sum(m.weight_mask._version for _, m in masked_modules(model))

@@ -1,8 +1,10 @@
-"""The training engine: stages of masked SGD, per-epoch checkpoints, exact resume.
+"""The training engine: runs a method's stages with its hooks, checkpoints, exact resume.
 
-A pruning method is a list of :class:`Stage` s (dense training, prune + retrain, ...). Data order
-depends only on (seed, stage, epoch) and every random decision of a method on (seed, step), so
-a run resumed from its last checkpoint reaches the same weights as an uninterrupted one.
+Each step: forward, the loss (plus the stage's ``loss_term``), backward, pruned gradients zeroed,
+``after_backward``, the optimizer's step, pruned weights held at zero, ``after_step`` (and, when a
+hook changed masks, the optimizer state of newly pruned weights zeroed). Data order depends only
+on (seed, stage, epoch) and every random decision of a method on (seed, step), so a run resumed
+from its last checkpoint reaches the same weights as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -11,72 +13,51 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
-from topoprune.data.images import ImageDataset, Split
+from topoprune.data.images import ImageDataset
 from topoprune.errors import TopopruneError
-from topoprune.prune.masks import current_masks, enforce_masks, set_straight_through
+from topoprune.prune.masks import (
+    current_masks,
+    enforce_masks,
+    mask_gradients,
+    mask_optimizer_state,
+    masks_version,
+    set_straight_through,
+)
+from topoprune.prune.method import Context, Stage, TrainingState
+from topoprune.train.data import epoch_order, training_batches
+from topoprune.train.optim import error_rate, make_optimizer
 
+__all__ = ["Stage", "TrainSettings", "TrainingState", "epoch_order", "error_rate", "run_stages"]
 
-@dataclass
-class TrainingState:
-    """Where a run is: counters, the method's own state, history and mask snapshots."""
-
-    step: int = 0  # optimisation steps so far, all stages together
-    stage: int = 0  # index of the current stage
-    epoch: int = 0  # epochs finished in the current stage
-    started: bool = False  # the current stage's on_start has run
-    method_state: dict = field(default_factory=dict)
-    history: list[dict] = field(default_factory=list)
-    mask_history: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
-
-    def progress(self) -> dict:
-        return {
-            "step": self.step,
-            "stage": self.stage,
-            "epoch": self.epoch,
-            "started": self.started,
-        }
-
-
-@dataclass
-class Stage:
-    """Epochs of SGD with fixed settings; ``on_start`` (e.g. prune) runs once before them and
-    ``on_step`` (e.g. a DNS mask update) after every optimisation step."""
-
-    name: str
-    epochs: int
-    lr: float
-    weight_decay: float = 0.0
-    straight_through: bool = False
-    on_start: Callable[[nn.Module, TrainingState], None] | None = None
-    on_step: Callable[[nn.Module, TrainingState], None] | None = None
-    snapshot: bool = True  # keep the masks at the end of the stage
-    lr_end: float | None = None  # cosine decay from lr to lr_end over the stage; None: constant
-
-    def lr_at(self, step: int, total_steps: int) -> float:
-        """The learning rate of the stage's ``step``-th step (0-based) of ``total_steps``."""
-        if self.lr_end is None or total_steps < 1:
-            return self.lr
-        progress = min(step / total_steps, 1.0)
-        return self.lr_end + (self.lr - self.lr_end) * 0.5 * (1 + math.cos(math.pi * progress))
+Evaluator = Callable[[nn.Module], dict[str, float]]
 
 
 @dataclass(frozen=True)
 class TrainSettings:
+    """Run-level settings (not hyper-parameters of a method).
+
+    ``snapshot_every``: keep the masks every that many steps (0: never); ``snapshot_epochs``:
+    keep them after every epoch. Stage ends are always kept (unless a stage says otherwise).
+    """
+
     batch_size: int = 128
-    momentum: float = 0.9
     seed: int = 0
     device: str = "cpu"
     progress: bool = False
+    snapshot_every: int = 0
+    snapshot_epochs: bool = False
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise TopopruneError(f"batch size must be >= 1, got {self.batch_size}")
+        if self.snapshot_every < 0:
+            raise TopopruneError(f"snapshot-every must be >= 0, got {self.snapshot_every}")
 
 
 def resolve_device(name: str) -> str:
@@ -88,139 +69,174 @@ def resolve_device(name: str) -> str:
     return name
 
 
-@torch.no_grad()
-def error_rate(model: nn.Module, split: Split, device: str = "cpu", batch: int = 2000) -> float:
-    """Fraction of misclassified examples of a split."""
-    model.eval()
-    wrong = 0
-    for start in range(0, len(split), batch):
-        images = split.images[start : start + batch].to(device)
-        labels = split.labels[start : start + batch].to(device)
-        wrong += int((model(images).argmax(1) != labels).sum())
-    model.train()
-    return wrong / max(len(split), 1)
-
-
-def epoch_order(n: int, seed: int, stage: int, epoch: int) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(((seed * 1009 + stage) * 100_003 + epoch) % 2**63)
-    return torch.randperm(n, generator=generator)
+def split_evaluator(split, device: str) -> Evaluator:
+    return lambda model: {"error": error_rate(model, split, device)}
 
 
 def run_stages(
     model: nn.Module,
     stages: list[Stage],
-    data: ImageDataset,
+    data: Any,
     settings: TrainSettings,
     *,
+    loss_fn: Callable[[Any, Any], torch.Tensor] | None = None,
+    validation: Evaluator | None = None,
+    test: Evaluator | None = None,
     state: TrainingState | None = None,
     optimizer_state: dict | None = None,
     save: Callable[[nn.Module, torch.optim.Optimizer, TrainingState], None] | None = None,
 ) -> TrainingState:
-    """Run (or resume) the stages; ``save`` is called after every epoch and every stage."""
+    """Run (or resume) the stages; ``save`` is called after every epoch and every stage.
+
+    ``data`` is an :class:`ImageDataset` (its validation split is evaluated after every epoch and
+    its test split after every stage, unless ``validation``/``test`` are given), a ``Split``, or
+    any re-iterable of ``(inputs, targets)`` batches. History records hold ``val_<metric>`` per
+    epoch and ``test_<metric>`` per stage.
+    """
     state = state or TrainingState()
     if not state.started:
         # a checkpoint written between stages holds the finished stage's optimiser: the next
         # stage starts a fresh one, as an uninterrupted run does
         optimizer_state = None
     device = settings.device
+    if isinstance(data, ImageDataset):
+        validation = validation or split_evaluator(data.val, device)
+        test = test or split_evaluator(data.test, device)
+    batches = training_batches(data, settings.batch_size, device)
+    loss_fn = loss_fn or nn.functional.cross_entropy
     model.to(device)
-    train = data.train
     for index in range(state.stage, len(stages)):
         stage = stages[index]
         if stage.lr <= 0:
             raise TopopruneError(f"stage {stage.name}: learning rate must be > 0, got {stage.lr}")
+        if stage.lr_end is not None and not len(batches):
+            raise TopopruneError(
+                f"stage {stage.name}: the cosine schedule needs training data "
+                "with a length (len(loader))"
+            )
         set_straight_through(model, stage.straight_through)
-        if not state.started:
-            if stage.on_start is not None:
-                stage.on_start(model, state)
-            state.started = True
-        optimizer = torch.optim.SGD(
-            model.parameters(),
-            lr=stage.lr,
-            momentum=settings.momentum,
-            weight_decay=stage.weight_decay,
+        optimizer = make_optimizer(
+            stage.optimizer, model.parameters(), stage.lr, stage.weight_decay, stage.momentum
         )
+        ctx = Context(
+            model,
+            state,
+            stage,
+            settings.seed,
+            device,
+            loss_fn,
+            optimizer,
+            lr=stage.lr,
+            steps_per_epoch=len(batches) or None,
+            draw_batches=lambda n, step: batches.draw(n, settings.seed * 1_000_003 + step),
+        )
+        if not state.started:
+            state.stage_start_step = state.step
+            if stage.on_start is not None:
+                stage.on_start(ctx)
+            state.started = True
         if optimizer_state is not None:
             optimizer.load_state_dict(optimizer_state)
             optimizer_state = None
         while state.epoch < stage.epochs:
             start = time.perf_counter()
-            loss = _train_epoch(model, optimizer, train, stage, state, settings, index)
+            loss = _train_epoch(ctx, batches, settings, index)
             state.epoch += 1
-            record = {
-                "stage": stage.name,
-                "epoch": state.epoch,
-                "step": state.step,
-                "loss": loss,
-                "val_error": error_rate(model, data.val, device),
-                "seconds": time.perf_counter() - start,
-            }
+            _call(stage.on_epoch_end, ctx)
+            record = {"stage": stage.name, "epoch": state.epoch, "step": state.step, "loss": loss}
+            if validation is not None:
+                record.update({f"val_{k}": v for k, v in validation(model).items()})
+            record["seconds"] = time.perf_counter() - start
             state.history.append(record)
+            if settings.snapshot_epochs:
+                state.mask_history[f"{stage.name}/epoch{state.epoch}"] = current_masks(model)
             if settings.progress:
-                print(
-                    f"  {stage.name} epoch {state.epoch}/{stage.epochs}: loss {loss:.4f}, "
-                    f"val error {record['val_error']:.2%}",
-                    file=sys.stderr,
-                )
+                _print_epoch(stage, record)
             if save is not None:
                 save(model, optimizer, state)
+        _call(stage.on_end, ctx)
         if stage.snapshot:
             state.mask_history[stage.name] = current_masks(model)
-        state.history.append(
-            {
-                "stage": stage.name,
-                "end": True,
-                "step": state.step,
-                "test_error": error_rate(model, data.test, device),
-            }
-        )
+        end = {"stage": stage.name, "end": True, "step": state.step}
+        if test is not None:
+            end.update({f"test_{k}": v for k, v in test(model).items()})
+        state.history.append(end)
         state.stage, state.epoch, state.started = index + 1, 0, False
         if save is not None:
             save(model, optimizer, state)
     return state
 
 
-def _train_epoch(
-    model,
-    optimizer,
-    train: Split,
-    stage: Stage,
-    state: TrainingState,
-    settings: TrainSettings,
-    stage_index: int,
-) -> float:
+def _call(hook: Callable[[Context], None] | None, ctx: Context) -> None:
+    """Run a hook that may change masks; newly pruned weights lose their optimizer state."""
+    if hook is None:
+        return
+    before = masks_version(ctx.model)
+    hook(ctx)
+    if ctx.optimizer is not None and masks_version(ctx.model) != before:
+        mask_optimizer_state(ctx.model, ctx.optimizer)
+
+
+def _print_epoch(stage: Stage, record: dict) -> None:
+    metrics = ", ".join(
+        f"{k.removeprefix('val_').replace('_', ' ')} {v:.2%}"
+        if k.endswith("error")
+        else f"{k} {v:.4f}"
+        for k, v in record.items()
+        if k.startswith("val_")
+    )
+    print(
+        f"  {stage.name} epoch {record['epoch']}/{stage.epochs}: loss {record['loss']:.4f}"
+        + (f", val {metrics}" if metrics else "")
+        + f" ({record['seconds']:.1f} s)",
+        file=sys.stderr,
+    )
+
+
+def _train_epoch(ctx: Context, batches, settings: TrainSettings, stage_index: int) -> float:
+    model, optimizer, stage, state = ctx.model, ctx.optimizer, ctx.stage, ctx.state
     model.train()
-    order = epoch_order(len(train), settings.seed, stage_index, state.epoch)
-    total, batches = 0.0, 0
-    loss_fn = nn.functional.cross_entropy
-    per_epoch = math.ceil(len(order) / settings.batch_size)
-    for start in range(0, len(order), settings.batch_size):
-        batch = order[start : start + settings.batch_size]
+    total, count = 0.0, 0
+    total_steps = stage.epochs * len(batches) if len(batches) else None
+    masked = not stage.straight_through
+    for inputs, targets in batches.epoch(settings.seed, stage_index, state.epoch):
         # the rate follows from the position in the stage alone, so a resumed run matches
-        lr = stage.lr_at(state.epoch * per_epoch + start // settings.batch_size,
-                         stage.epochs * per_epoch)  # fmt: skip
+        ctx.step_in_stage = state.step - state.stage_start_step
+        ctx.lr = stage.lr_at(ctx.step_in_stage, total_steps)
         for group in optimizer.param_groups:
-            group["lr"] = lr
-        images = train.images[batch].to(settings.device)
-        labels = train.labels[batch].to(settings.device)
+            group["lr"] = ctx.lr
         optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(model(images), labels)
+        outputs = model(inputs)
+        loss = ctx.loss_fn(outputs, targets)
+        ctx.batch, ctx.outputs, ctx.loss = (inputs, targets), outputs, loss
+        if stage.loss_term is not None:
+            loss = loss + stage.loss_term(ctx)
+            ctx.loss = loss
         value = loss.item()
         if not math.isfinite(value):
             raise TopopruneError(
                 f"stage {stage.name}: the loss diverged (lr {stage.lr:g} too large?)"
             )
         loss.backward()
+        if masked:
+            mask_gradients(model)
+        if stage.after_backward is not None:
+            stage.after_backward(ctx)
         optimizer.step()
-        if not stage.straight_through:
+        if masked:
             enforce_masks(model)
         state.step += 1
-        if stage.on_step is not None:
-            stage.on_step(model, state)
+        ctx.step_in_stage += 1
+        _call(stage.after_step, ctx)
+        if settings.snapshot_every and state.step % settings.snapshot_every == 0:
+            state.mask_history[f"step{state.step}"] = current_masks(model)
         total += value
-        batches += 1
-    return total / max(batches, 1)
+        count += 1
+    ctx.batch = ctx.outputs = ctx.loss = None
+    return total / max(count, 1)
 
 
-def checkpoint_path(folder: str | Path) -> Path:
+def checkpoint_path(folder) -> Any:
+    from pathlib import Path
+
     return Path(folder) / "checkpoint.pt"

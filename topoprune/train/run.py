@@ -1,4 +1,6 @@
-"""One pruning run end to end: build, (resume,) train the method's stages, checkpoint, summarise."""
+"""One pruning run end to end: masks on the model, (resume,) the method's stages, checkpoints,
+a summary. :func:`prune_model` takes any ``nn.Module`` and any batches; :func:`prune_run` is its
+client for the model zoo and the registered data sets (``topoprune prune``)."""
 
 from __future__ import annotations
 
@@ -6,9 +8,12 @@ import dataclasses
 import json
 import platform
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import torch
+from torch import nn
 
 from topoprune import __version__
 from topoprune.data import ImageDataset, load_dataset
@@ -20,31 +25,45 @@ from topoprune.models import MODELS, build_model
 from topoprune.prune.masks import (
     add_masks,
     compression,
+    dense_modules,
     kept_fractions,
     masked_modules,
     set_straight_through,
+    weight_modules,
 )
+from topoprune.prune.method import Method, TrainConfig, TrainingState, select_layers
 from topoprune.prune.methods import METHODS
 from topoprune.topology.module import network_from_module
 from topoprune.train.engine import (
-    TrainingState,
+    Evaluator,
     TrainSettings,
     checkpoint_path,
     error_rate,
     run_stages,
+    split_evaluator,
 )
+from topoprune.train.optim import evaluate
 
 
-def run_metadata(
-    model: str, dataset: str, method: str, config: object, settings: TrainSettings
-) -> dict:
+@dataclasses.dataclass
+class PruneResult:
+    """What :func:`prune_model` returns: the pruned model (masks installed) and the summary
+    written to ``summary.json``; unpacks as ``model, summary = prune_model(...)``."""
+
+    model: nn.Module
+    summary: dict
+
+    def __iter__(self):
+        return iter((self.model, self.summary))
+
+
+def run_metadata(method: str, config: TrainConfig, settings: TrainSettings, **extra) -> dict:
+    """What identifies a run: a checkpoint resumes only a run with the same metadata."""
     return {
-        "model": model,
-        "dataset": dataset,
+        **extra,
         "method": method,
         "config": dataclasses.asdict(config),
         "batch_size": settings.batch_size,
-        "momentum": settings.momentum,
         "seed": settings.seed,
     }
 
@@ -74,6 +93,7 @@ def _resume_state(path: Path, model: torch.nn.Module, metadata: dict):
         stage=progress["stage"],
         epoch=progress["epoch"],
         started=progress["started"],
+        stage_start_step=progress.get("stage_start_step", 0),
         method_state=extra["method_state"],
         history=list(extra["history"]),
         mask_history=dict(extra["mask_history"]),
@@ -107,8 +127,10 @@ def load_trained_state(model: torch.nn.Module, path: str | Path) -> dict:
 def _load_init(path: Path, model: torch.nn.Module) -> dict:
     """Start ``model`` from a finished run's checkpoint; what the summary records of it."""
     recorded = load_trained_state(model, path)
-    return {"checkpoint": str(path), **{k: recorded.get(k) for k in ("model", "dataset",
-            "method", "seed", "config")}}  # fmt: skip
+    return {
+        "checkpoint": str(path),
+        **{k: recorded.get(k) for k in ("model", "dataset", "method", "seed", "config")},
+    }
 
 
 REGROW = ("zero", "small")
@@ -146,66 +168,116 @@ def _plain(value: object) -> object:
     return value
 
 
-def prune_run(
-    model_name: str,
-    dataset_name: str,
-    method_name: str,
-    config: object,
-    settings: TrainSettings,
-    out: str | Path,
-    *,
-    resume: bool = False,
-    data_dir: str | None = None,
-    data: ImageDataset | None = None,
-    init: str | Path | None = None,
-    regrow: str | None = None,
-) -> dict:
-    """Train and prune; write ``checkpoint.pt`` (every epoch) and ``summary.json`` into ``out``.
+def _weight_layer_names(model: nn.Module) -> list[str]:
+    names = [name for name, _ in weight_modules(model)]
+    if not names:
+        raise TopopruneError(f"{type(model).__name__} has no Linear/Conv1d/Conv2d layer to prune")
+    return names
 
-    ``data`` replaces the named data set (a subset, a permuted task); ``dataset_name`` still
-    names it in the metadata. ``init`` starts from another run's final weights and masks (one
-    dense model serving several methods: give them ``dense_epochs=0``). ``regrow`` (with
-    ``init``) gives its pruned connections back before training (see :func:`regrow_connections`):
-    a pruned network learning a new task.
+
+def pruned_layer_names(model: nn.Module, config: TrainConfig) -> list[str]:
+    """The weight layers a config prunes (``layers`` globs minus ``dense_layers`` globs)."""
+    return select_layers(_weight_layer_names(model), config.layers, config.dense_layers)
+
+
+def _batches_evaluator(batches: Any, loss_fn, device: str) -> Evaluator | None:
+    if batches is None:
+        return None
+    if isinstance(batches, ImageDataset):
+        batches = batches.test
+    from topoprune.data.images import Split
+
+    if isinstance(batches, Split):
+        return split_evaluator(batches, device)
+    return lambda model: evaluate(model, batches, loss_fn, device)
+
+
+def prune_model(
+    model: nn.Module,
+    method: str,
+    config: TrainConfig | None = None,
+    *,
+    train: Any,
+    loss: Callable[[Any, Any], torch.Tensor] | None = None,
+    evaluation: Iterable | None = None,
+    validation: Iterable | None = None,
+    out: str | Path | None = None,
+    seed: int = 0,
+    batch_size: int = 128,
+    device: str = "cpu",
+    resume: bool = False,
+    settings: TrainSettings | None = None,
+    metadata: dict | None = None,
+    progress: bool = False,
+) -> PruneResult:
+    """Prune a model in place with a registered method and return it with a summary.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Any module; its Linear, Conv1d and Conv2d layers (grouped and depthwise included) that
+        the config's ``layers``/``dense_layers`` select get masks. Other parametrised modules
+        (BatchNorm, embeddings, ...) train densely and are listed in the summary.
+    method : str
+        A name of :data:`topoprune.prune.methods.METHODS` (``topoprune methods`` lists them).
+    config : dataclass, optional
+        The method's ``Config``; its defaults when omitted.
+    train : iterable
+        Re-iterable ``(inputs, targets)`` batches (a ``DataLoader``), an in-memory ``Split`` or
+        an ``ImageDataset`` (then its validation and test splits are evaluated too).
+    loss : callable, optional
+        ``loss(outputs, targets)``; cross-entropy by default.
+    evaluation, validation : iterable, optional
+        Batches evaluated after every stage (``test_*`` in the summary) and every epoch.
+    out : path, optional
+        Folder for ``checkpoint.pt`` (written every epoch, resumable, readable by ``topoprune
+        analyze``/``attach``) and ``summary.json``; nothing is written without it.
+    seed, batch_size, device, progress
+        Shortcuts for ``settings`` (a :class:`TrainSettings`), used when it is not given;
+        ``batch_size`` applies to in-memory data only.
+    resume : bool
+        Continue the run whose checkpoint is in ``out``; without it an existing checkpoint is an
+        error. A resumed run ends bit-identical to an uninterrupted one.
+
+    Examples
+    --------
+    >>> from torch.utils.data import DataLoader, TensorDataset
+    >>> from topoprune.prune.methods import MagnitudeConfig
+    >>> _ = torch.manual_seed(0)
+    >>> x, y = torch.randn(64, 8), torch.randint(0, 2, (64,))
+    >>> model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
+    >>> config = MagnitudeConfig(dense_epochs=1, retrain_epochs=1, sparsity=(0.75,))
+    >>> model, summary = prune_model(model, "magnitude", config,
+    ...                              train=DataLoader(TensorDataset(x, y), batch_size=16))
+    >>> summary["kept_percent"]
+    {'0': 25.0, '2': 25.0}
     """
-    out = Path(out)
-    method_cls = METHODS[method_name]
-    MODELS[model_name]  # unknown names list the valid ones
-    dataset = data if data is not None else load_dataset(dataset_name, data_dir=data_dir)
-    spec = MODELS[model_name]
-    if tuple(dataset.input_shape) != spec.input_shape:
+    settings = settings or TrainSettings(
+        batch_size=batch_size, seed=seed, device=device, progress=progress
+    )
+    method_cls: type[Method] = METHODS[method]
+    config = config if config is not None else method_cls.Config()
+    if not isinstance(config, method_cls.Config):
         raise TopopruneError(
-            f"{model_name} takes {spec.input_shape} inputs; {dataset_name} has "
-            f"{tuple(dataset.input_shape)}"
+            f"method {method} takes a {method_cls.Config.__name__}, got a {type(config).__name__}"
         )
-    torch.manual_seed(settings.seed)
-    model = add_masks(build_model(model_name, dataset.num_classes))
-    names = [name for name, _ in masked_modules(model)]
-    method = method_cls(config, names, settings.seed)
-    metadata = run_metadata(model_name, dataset_name, method_name, config, settings)
-    init_error = None
-    if init is not None:
-        metadata["init"] = _load_init(Path(init), model)
-        model.to(settings.device)
-        init_error = error_rate(model, dataset.test, settings.device)
-        if regrow is not None:
-            metadata["regrow"] = regrow
-            metadata["regrown"] = regrow_connections(model, regrow, settings.seed)
-    elif regrow is not None:
-        raise TopopruneError("regrow needs init: the run whose pruned connections come back")
-    path = checkpoint_path(out)
+    names = pruned_layer_names(model, config)
+    add_masks(model, names=names)
+    pruner = method_cls(config, names, settings.seed)
+    metadata = run_metadata(
+        method, config, settings, **(metadata or {"model": type(model).__name__})
+    )
+    path = checkpoint_path(out) if out is not None else None
     state, optimizer_state = None, None
-    if path.exists():
+    if path is not None and path.exists():
         if not resume:
             raise TopopruneError(
                 f"{path} exists: pass --resume to continue that run, or use another --out folder"
             )
         state, optimizer_state = _resume_state(path, model, metadata)
-        stages = method.stages()
-        if state.stage >= len(stages) and (out / "summary.json").exists():
+        if state.stage >= len(pruner.stages()) and (Path(out) / "summary.json").exists():
             # finished earlier: keep its summary (and its wall time) as written
-            return json.loads((out / "summary.json").read_text())
-    out.mkdir(parents=True, exist_ok=True)
+            return PruneResult(model, json.loads((Path(out) / "summary.json").read_text()))
 
     def save(model, optimizer, state: TrainingState) -> None:
         save_network(
@@ -222,35 +294,110 @@ def prune_run(
             },
         )
 
+    loss_fn = loss or nn.functional.cross_entropy
+    test = _batches_evaluator(evaluation, loss_fn, settings.device)
+    val = _batches_evaluator(validation, loss_fn, settings.device)
     start = time.perf_counter()
     state = run_stages(
         model,
-        method.stages(),
-        dataset,
+        pruner.stages(),
+        train,
         settings,
+        loss_fn=loss_fn,
+        validation=val,
+        test=test,
         state=state,
         optimizer_state=optimizer_state,
-        save=save,
+        save=save if path is not None else None,
     )
-    stage_errors = {h["stage"]: h["test_error"] for h in state.history if h.get("end")}
+    set_straight_through(model, False)  # the returned model computes with its masks
+    ends = [h for h in state.history if h.get("end")]
     summary = {
         **metadata,
+        "paper": method_cls.paper,
         "device": settings.device,
+        "pruned_layers": names,
+        "dense_modules": dense_modules(model),
         "kept_percent": {n: 100 * f for n, f in kept_fractions(model).items()},
         "compression": compression(model),
-        "test_error": error_rate(model, dataset.test, settings.device),
-        "val_error": error_rate(model, dataset.val, settings.device),
-        "stage_test_errors": stage_errors,
-        "dense_test_error": stage_errors.get("dense", init_error),
-        "init_test_error": init_error,
+        "stage_test_errors": {h["stage"]: h["test_error"] for h in ends if "test_error" in h},
         "steps": state.step,
         "wall_seconds_this_run": time.perf_counter() - start,
-        "checkpoint": str(path),
+        "checkpoint": str(path) if path is not None else None,
         "versions": {
             "topoprune": __version__,
             "torch": torch.__version__,
             "python": platform.python_version(),
         },
     }
-    write_json_atomic(out / "summary.json", summary)
+    if test is not None:
+        summary.update({f"test_{k}": v for k, v in test(model).items()})
+    if val is not None:
+        summary.update({f"val_{k}": v for k, v in val(model).items()})
+    if path is not None:
+        write_json_atomic(Path(out) / "summary.json", summary)
+    return PruneResult(model, summary)
+
+
+def prune_run(
+    model_name: str,
+    dataset_name: str,
+    method_name: str,
+    config: TrainConfig,
+    settings: TrainSettings,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    data_dir: str | None = None,
+    data: ImageDataset | None = None,
+    init: str | Path | None = None,
+    regrow: str | None = None,
+) -> dict:
+    """Train and prune a zoo model on a registered data set; write ``checkpoint.pt`` (every
+    epoch) and ``summary.json`` into ``out``; return the summary.
+
+    ``data`` replaces the named data set (a subset, a permuted task); ``dataset_name`` still
+    names it in the metadata. ``init`` starts from another run's final weights and masks (one
+    dense model serving several methods: give them ``dense_epochs=0``). ``regrow`` (with
+    ``init``) gives its pruned connections back before training (see :func:`regrow_connections`):
+    a pruned network learning a new task.
+    """
+    METHODS[method_name]  # unknown names list the valid ones
+    spec = MODELS[model_name]
+    dataset = data if data is not None else load_dataset(dataset_name, data_dir=data_dir)
+    if tuple(dataset.input_shape) != spec.input_shape:
+        raise TopopruneError(
+            f"{model_name} takes {spec.input_shape} inputs; {dataset_name} has "
+            f"{tuple(dataset.input_shape)}"
+        )
+    if regrow is not None and init is None:
+        raise TopopruneError("regrow needs init: the run whose pruned connections come back")
+    torch.manual_seed(settings.seed)
+    model = build_model(model_name, dataset.num_classes)
+    add_masks(model, names=pruned_layer_names(model, config))
+    extra: dict = {"model": model_name, "dataset": dataset_name}
+    init_error = None
+    if init is not None:
+        extra["init"] = _load_init(Path(init), model)
+        model.to(settings.device)
+        init_error = error_rate(model, dataset.test, settings.device)
+        if regrow is not None:
+            extra["regrow"] = regrow
+            extra["regrown"] = regrow_connections(model, regrow, settings.seed)
+    _, summary = prune_model(
+        model,
+        method_name,
+        config,
+        train=dataset,
+        evaluation=dataset.test,
+        validation=dataset.val,
+        out=out,
+        settings=settings,
+        resume=resume,
+        metadata=extra,
+    )
+    if "init_test_error" not in summary:  # a finished run's summary is returned as written
+        summary["dense_test_error"] = summary["stage_test_errors"].get("dense", init_error)
+        summary["init_test_error"] = init_error
+        write_json_atomic(Path(out) / "summary.json", summary)
     return summary

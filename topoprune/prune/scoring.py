@@ -1,0 +1,152 @@
+"""Score-based pruning: a method supplies one score per weight (higher = keep) and this base class
+turns scores into masks by allocation, granularity and schedule.
+
+- allocation: ``layer`` (a target per layer), ``uniform``, ``global`` (one ranking over all
+  pruned layers), ``erk`` (Erdos-Renyi-Kernel densities);
+- granularity: ``element``, ``kernel``, ``filter``, ``channel`` (scores summed over the group);
+- schedule: ``iterative`` (``iterations`` prune-retrain rounds, each keeping the same fraction of
+  the survivors; 1 round is one-shot) or ``gradual`` (Zhu and Gupta's cubic ramp, a pruning step
+  every ``prune_every`` optimisation steps during the first ``ramp`` share of the stage).
+
+A new score-based method is a config subclass of :class:`ScoreConfig` and a ``scores`` method.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from topoprune.errors import TopopruneError
+from topoprune.prune.allocation import (
+    ALLOCATIONS,
+    GRANULARITIES,
+    allocate,
+    cubic_sparsity,
+    geometric_sparsity,
+    layer_sparsities,
+    per_layer,
+)
+from topoprune.prune.masks import apply_masks, current_masks
+from topoprune.prune.method import Context, Method, PruneConfig, Stage, hp
+
+
+@dataclass(frozen=True)
+class ScoreConfig(PruneConfig):
+    """Shared hyper-parameters of score-based methods."""
+
+    sparsity: tuple[float, ...] = hp(
+        "target sparsity per pruned layer (one value: every layer)",
+        (0.9,),
+        low=0,
+        high=1,
+        high_open=True,
+    )
+    allocation: str = hp(
+        "how sparsity is spread: layer (per-layer targets), uniform, global (one ranking), erk",
+        "layer",
+        choices=ALLOCATIONS,
+    )
+    granularity: str = hp(
+        "what is removed: element, kernel, filter or channel", "element", choices=GRANULARITIES
+    )
+    prune_schedule: str = hp(
+        "iterative (prune-retrain rounds) or gradual (cubic ramp)",
+        "iterative",
+        choices=("iterative", "gradual"),
+    )
+    iterations: int = hp("prune-retrain rounds (iterative; 1: one-shot)", 1, low=1)
+    retrain_epochs: int = hp(
+        "epochs of training after each pruning round (gradual: of the ramp stage)", 10, low=0
+    )
+    retrain_lr_factor: float = hp("retraining learning rate = lr x this", 0.1, low=0, low_open=True)
+    prune_every: int = hp("gradual: optimisation steps between pruning steps", 100, low=1)
+    ramp: float = hp(
+        "gradual: share of the stage over which sparsity ramps up",
+        0.75,
+        low=0,
+        high=1,
+        low_open=True,
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.allocation != "layer" and len(self.sparsity) != 1:
+            raise TopopruneError(
+                f"allocation {self.allocation} takes one sparsity for the whole network, got "
+                f"{len(self.sparsity)} values (per-layer values need allocation 'layer')"
+            )
+
+
+class ScoreMethod(Method):
+    """Base of score-based methods; subclasses define :meth:`scores`."""
+
+    Config = ScoreConfig
+
+    def __init__(self, config: ScoreConfig, names, seed: int) -> None:
+        super().__init__(config, names, seed)
+        # a wrong number of per-layer values is an error now, not at the first pruning
+        layer_sparsities({n: (1,) for n in self.names}, config.sparsity, config.allocation)
+
+    def scores(self, ctx: Context) -> dict[str, torch.Tensor]:
+        """One score per weight of every pruned layer, by name; higher scores are kept."""
+        raise NotImplementedError
+
+    def prune(self, ctx: Context, target) -> None:
+        apply_masks(ctx.model, target)
+
+    def stages(self) -> list[Stage]:
+        c = self.config
+        stages = [c.stage("dense", c.dense_epochs)]
+        retrain_lr = c.lr * c.retrain_lr_factor
+        if c.prune_schedule == "gradual":
+            stages.append(
+                c.stage("gradual", c.retrain_epochs, lr=retrain_lr, after_step=self._gradual_step)
+            )
+            return stages
+        for i in range(c.iterations):
+            stages.append(
+                c.stage(f"prune{i + 1}", c.retrain_epochs, lr=retrain_lr, on_start=self._round(i))
+            )
+        return stages
+
+    def _round(self, index: int):
+        def prune_round(ctx: Context) -> None:
+            rounds = self.config.iterations
+            shapes = {n: tuple(m.weight_mask.shape) for n, m in ctx.pruned_modules()}
+            targets = layer_sparsities(shapes, self.config.sparsity, self.config.allocation)
+            if isinstance(targets, dict):
+                goal = {n: geometric_sparsity(s, index, rounds) for n, s in targets.items()}
+            else:
+                goal = geometric_sparsity(targets, index, rounds)
+            self.prune(ctx, self._masks(ctx, goal))
+
+        return prune_round
+
+    def _masks(self, ctx: Context, goal) -> dict[str, torch.Tensor]:
+        return allocate(
+            self.scores(ctx), current_masks(ctx.model), goal, granularity=self.config.granularity
+        )
+
+    def _gradual_step(self, ctx: Context) -> None:
+        c, step = self.config, ctx.step_in_stage
+        if not ctx.total_stage_steps:
+            raise TopopruneError("gradual pruning needs training data with a length")
+        window = max(round(c.ramp * ctx.total_stage_steps), 1)
+        # prune every prune_every steps, and always at the ramp's end (the final sparsity)
+        if step > window or (step % c.prune_every and step != window):
+            return
+        progress = step / window
+        shapes = {n: tuple(m.weight_mask.shape) for n, m in ctx.pruned_modules()}
+        targets = layer_sparsities(shapes, c.sparsity, c.allocation)
+        if isinstance(targets, dict):
+            goal = {n: cubic_sparsity(s, progress) for n, s in targets.items()}
+        else:
+            goal = cubic_sparsity(targets, progress)
+        self.prune(ctx, self._masks(ctx, goal))
+
+    def target_kept(self) -> dict[str, float] | None:
+        c = self.config
+        if c.allocation != "layer" or c.granularity != "element":
+            return None
+        return {n: 1 - s for n, s in per_layer(c.sparsity, self.names, "sparsity").items()}
