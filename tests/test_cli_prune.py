@@ -1,5 +1,5 @@
-"""``topoprune prune``, ``methods`` and ``attach --*-snapshot`` through the real command line: method
-flags typed from the config, bad values as exit 2, every flag passed on."""
+"""``topoprune prune``, ``methods`` and ``attach --*-snapshot`` through the real command line:
+method flags typed from the config, bad values as exit 2, every flag passed on."""
 
 from __future__ import annotations
 
@@ -19,17 +19,45 @@ pytestmark = pytest.mark.usefixtures("mnist")  # the commands read the cached MN
 
 
 def prune(tmp_path, name, *flags):
-    return main(["prune", "--model", "lenet300", "--dataset", "mnist", "--out",
-                 str(tmp_path / name), "--quiet", *flags])  # fmt: skip
+    return main(
+        [
+            "prune",
+            "--model",
+            "lenet300",
+            "--dataset",
+            "mnist",
+            "--out",
+            str(tmp_path / name),
+            "--quiet",
+            *flags,
+        ]
+    )
 
 
 def test_regrow_is_passed_on(tmp_path):
     # untrained runs (0 epochs): only the masks matter here
-    assert prune(tmp_path, "a", "--method", "magnitude", "--dense-epochs", "0",
-                 "--retrain-epochs", "0", "--sparsity", "0.5") == 0  # fmt: skip
+    assert (
+        prune(
+            tmp_path,
+            "a",
+            "--method",
+            "magnitude",
+            "--dense-epochs",
+            "0",
+            "--retrain-epochs",
+            "0",
+            "--sparsity",
+            "0.5",
+        )
+        == 0
+    )
     init = str(tmp_path / "a" / "checkpoint.pt")
-    assert prune(tmp_path, "b", "--method", "dense", "--epochs", "0", "--init", init,
-                 "--regrow", "zero") == 0  # fmt: skip
+    assert (
+        prune(
+            tmp_path, "b", "--method", "dense", "--epochs", "0", "--init", init, "--regrow", "zero"
+        )
+        == 0
+    )
     summary = json.loads((tmp_path / "b" / "summary.json").read_text())
     assert summary["regrow"] == "zero" and summary["regrown"] == round(266200 * 0.5)
     assert summary["compression"] == 1.0
@@ -65,15 +93,17 @@ def test_a_field_named_like_a_common_flag_is_reported_by_name():
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--method", "magnitude", "--allocation", "global", "--sparsity", "0.9,0.5"],
-         "allocation global takes one sparsity for the whole network, got 2 values"),
+        (
+            ["--method", "magnitude", "--allocation", "global", "--sparsity", "0.9,0.5"],
+            "allocation global takes one sparsity for the whole network, got 2 values",
+        ),
         (["--method", "dns", "--dense-epochs", "-1"], r"dense-epochs must be in \[0, inf\)"),
         (["--method", "magnitude", "--layers", "fc9"], "no weight layer matches 'fc9'"),
         (["--method", "magnitude", "--dense-layers", "9"], "no weight layer matches '9'"),
         (["--method", "magnitude", "--sparsity", "1"], r"sparsity must be in \[0, 1\)"),
         (["--method", "random", "--kept", "1.5"], r"kept must be in \(0, 1\]"),
     ],
-)  # fmt: skip
+)
 def test_bad_values_exit_2_with_a_message(tmp_path, capsys, flags, message):
     assert prune(tmp_path, "bad", *flags) == 2
     err = capsys.readouterr().err
@@ -84,10 +114,26 @@ def test_bad_values_exit_2_with_a_message(tmp_path, capsys, flags, message):
 
 def test_bad_values_exit_2_without_a_traceback(tmp_path):
     done = subprocess.run(
-        [sys.executable, "-m", "topoprune.cli", "prune", "--model", "lenet300", "--dataset",
-         "mnist", "--method", "dns", "--epochs", "-3", "--out", str(tmp_path / "x")],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "topoprune.cli",
+            "prune",
+            "--model",
+            "lenet300",
+            "--dataset",
+            "mnist",
+            "--method",
+            "dns",
+            "--epochs",
+            "-3",
+            "--out",
+            str(tmp_path / "x"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert done.returncode == 2
     assert "Traceback" not in done.stderr and "epochs must be in [0, inf)" in done.stderr
 
@@ -109,12 +155,41 @@ def test_method_help_shows_its_flags(capsys):
 
 
 def test_attach_compares_two_snapshots_of_one_run(tmp_path, capsys):
-    assert prune(tmp_path, "r", "--method", "magnitude", "--dense-epochs", "0",
-                 "--retrain-epochs", "0", "--iterations", "2", "--sparsity", "0.75") == 0  # fmt: skip
+    assert (
+        prune(
+            tmp_path,
+            "r",
+            "--method",
+            "magnitude",
+            "--dense-epochs",
+            "0",
+            "--retrain-epochs",
+            "0",
+            "--iterations",
+            "2",
+            "--sparsity",
+            "0.75",
+        )
+        == 0
+    )
     path = str(tmp_path / "r" / "checkpoint.pt")
     capsys.readouterr()
-    assert main(["attach", path, "--before-snapshot", "prune1", "--after-snapshot", "prune2",
-                 "--boot", "0", "--json"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "attach",
+                path,
+                "--before-snapshot",
+                "prune1",
+                "--after-snapshot",
+                "prune2",
+                "--boot",
+                "0",
+                "--json",
+            ]
+        )
+        == 0
+    )
     result = json.loads(capsys.readouterr().out)
     # between the rounds connections are only removed: 50% -> 25% kept
     assert [row["created"] for row in result["layers"]] == [0, 0, 0]

@@ -42,8 +42,11 @@ def test_without_masking_pruned_weights_would_regrow(optimizer):
         mask = torch.rand(16, 8, generator=torch.Generator().manual_seed(1)) < 0.5
         apply_masks(model, {"0": mask})
         params = model.parameters()
-        opt = (torch.optim.SGD(params, lr=0.1, momentum=0.9) if optimizer == "sgd"
-               else torch.optim.Adam(params, lr=0.01))  # fmt: skip
+        opt = (
+            torch.optim.SGD(params, lr=0.1, momentum=0.9)
+            if optimizer == "sgd"
+            else torch.optim.Adam(params, lr=0.01)
+        )
         for step in range(5):
             opt.zero_grad()
             nn.functional.cross_entropy(model(x), y).backward()
@@ -67,9 +70,17 @@ def test_hooks_run_in_order_with_their_context():
     def record(name):
         def hook(ctx):
             grads = ctx.model[0].weight_orig.grad
-            seen.append((name, ctx.state.step, ctx.step_in_stage, ctx.batch is not None,
-                         ctx.loss is not None, grads is not None and bool(grads.abs().sum() > 0),
-                         round(ctx.lr, 6)))  # fmt: skip
+            seen.append(
+                (
+                    name,
+                    ctx.state.step,
+                    ctx.step_in_stage,
+                    ctx.batch is not None,
+                    ctx.loss is not None,
+                    grads is not None and bool(grads.abs().sum() > 0),
+                    round(ctx.lr, 6),
+                )
+            )
 
         return hook
 
@@ -77,17 +88,34 @@ def test_hooks_run_in_order_with_their_context():
         seen.append(("loss_term", ctx.state.step, ctx.step_in_stage, True, True, False, 0))
         return 0.1 * ctx.model[0].weight_orig.abs().sum()
 
-    stage = Stage("s", epochs=2, lr=0.1, lr_end=0.0, on_start=record("on_start"),
-                  loss_term=extra_loss, after_backward=record("after_backward"),
-                  after_step=record("after_step"), on_epoch_end=record("on_epoch_end"),
-                  on_end=record("on_end"))  # fmt: skip
+    stage = Stage(
+        "s",
+        epochs=2,
+        lr=0.1,
+        lr_end=0.0,
+        on_start=record("on_start"),
+        loss_term=extra_loss,
+        after_backward=record("after_backward"),
+        after_step=record("after_step"),
+        on_epoch_end=record("on_epoch_end"),
+        on_end=record("on_end"),
+    )
     model = add_masks(mlp())
-    run_stages(model, [stage], DataLoader(TensorDataset(x, y), batch_size=32),
-               TrainSettings(seed=0))  # fmt: skip
+    run_stages(
+        model, [stage], DataLoader(TensorDataset(x, y), batch_size=32), TrainSettings(seed=0)
+    )
     names = [s[0] for s in seen]
     step = ["loss_term", "after_backward", "after_step"]
-    assert names == ["on_start", *step, *step, "on_epoch_end", *step, *step, "on_epoch_end",
-                     "on_end"]  # fmt: skip
+    assert names == [
+        "on_start",
+        *step,
+        *step,
+        "on_epoch_end",
+        *step,
+        *step,
+        "on_epoch_end",
+        "on_end",
+    ]
     assert seen[0][3:5] == (False, False)  # no batch, no loss before training
     backward = [s for s in seen if s[0] == "after_backward"]
     assert all(s[3] and s[4] and s[5] for s in backward)  # batch, loss and gradients ready
@@ -113,11 +141,24 @@ def test_scoring_batches_are_reproducible_and_sized(mnist):
 
 def test_gradual_pruning_reaches_the_target_and_zeroes_stale_adam_state(tmp_path):
     x, y = blobs(512)
-    config = MagnitudeConfig(dense_epochs=1, retrain_epochs=2, sparsity=(0.8,), lr=0.01,
-                             retrain_lr_factor=1.0, prune_schedule="gradual", prune_every=4,
-                             ramp=0.5, optimizer="adam")  # fmt: skip
-    model, summary = prune_model(mlp(), "magnitude", config, out=tmp_path,
-                                 train=DataLoader(TensorDataset(x, y), batch_size=32))  # fmt: skip
+    config = MagnitudeConfig(
+        dense_epochs=1,
+        retrain_epochs=2,
+        sparsity=(0.8,),
+        lr=0.01,
+        retrain_lr_factor=1.0,
+        prune_schedule="gradual",
+        prune_every=4,
+        ramp=0.5,
+        optimizer="adam",
+    )
+    model, summary = prune_model(
+        mlp(),
+        "magnitude",
+        config,
+        out=tmp_path,
+        train=DataLoader(TensorDataset(x, y), batch_size=32),
+    )
     assert summary["kept_percent"] == {"0": 100 * 26 / 128, "2": 100 * 6 / 32}  # round(0.2 n)
     assert summary["steps"] == 16 + 32
     # masks shrank mid-stage 5 times; Adam's moments of every pruned weight were reset
@@ -168,20 +209,38 @@ class ResidualNet(nn.Module):
 
 def test_prune_a_model_outside_the_zoo_fed_by_a_dataloader(mnist, tmp_path):
     torch.manual_seed(0)
-    train = DataLoader(TensorDataset(mnist.train.images[:1000], mnist.train.labels[:1000]),
-                       batch_size=50, shuffle=True)  # fmt: skip
-    test = DataLoader(TensorDataset(mnist.test.images[:500], mnist.test.labels[:500]),
-                      batch_size=250)  # fmt: skip
-    config = MagnitudeConfig(dense_epochs=2, retrain_epochs=1, sparsity=(0.5,), lr=0.05,
-                             retrain_lr_factor=0.5, dense_layers=("head",))  # fmt: skip
-    result = prune_model(ResidualNet(), "magnitude", config, train=train, evaluation=test,
-                         out=tmp_path / "run", seed=0,
-                         settings=TrainSettings(seed=0, snapshot_epochs=True))  # fmt: skip
+    train = DataLoader(
+        TensorDataset(mnist.train.images[:1000], mnist.train.labels[:1000]),
+        batch_size=50,
+        shuffle=True,
+    )
+    test = DataLoader(
+        TensorDataset(mnist.test.images[:500], mnist.test.labels[:500]), batch_size=250
+    )
+    config = MagnitudeConfig(
+        dense_epochs=2,
+        retrain_epochs=1,
+        sparsity=(0.5,),
+        lr=0.05,
+        retrain_lr_factor=0.5,
+        dense_layers=("head",),
+    )
+    result = prune_model(
+        ResidualNet(),
+        "magnitude",
+        config,
+        train=train,
+        evaluation=test,
+        out=tmp_path / "run",
+        seed=0,
+        settings=TrainSettings(seed=0, snapshot_epochs=True),
+    )
     summary = result.summary
     assert summary["pruned_layers"] == ["stem", "depthwise", "pointwise"]
     assert summary["dense_modules"] == ["bn", "head"]
-    assert summary["kept_percent"] == {n: pytest.approx(50.0, abs=1.0) for n in
-                                       ("stem", "depthwise", "pointwise")}  # fmt: skip
+    assert summary["kept_percent"] == {
+        n: pytest.approx(50.0, abs=1.0) for n in ("stem", "depthwise", "pointwise")
+    }
     assert summary["test_error"] < 0.5 and summary["test_loss"] > 0  # it learned something
     network = load_network(tmp_path / "run" / "checkpoint.pt")
     assert network.names == ["stem.weight", "depthwise.weight", "pointwise.weight", "head.weight"]

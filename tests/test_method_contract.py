@@ -21,18 +21,37 @@ from topoprune.cli import add_config_flags, config_from_args, config_to_argv
 from topoprune.prune.methods import METHODS
 from topoprune.train.run import prune_model
 
-COMMON_FLAGS = ("--model", "--dataset", "--method", "--out", "--seed", "--batch-size", "--device",
-                "--resume", "--data-dir", "--init", "--regrow", "--quiet", "--snapshot-every",
-                "--snapshot-epochs", "--help")  # fmt: skip
+COMMON_FLAGS = (
+    "--model",
+    "--dataset",
+    "--method",
+    "--out",
+    "--seed",
+    "--batch-size",
+    "--device",
+    "--resume",
+    "--data-dir",
+    "--init",
+    "--regrow",
+    "--quiet",
+    "--snapshot-every",
+    "--snapshot-epochs",
+    "--help",
+)
 
 
 def tiny_cnn() -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(
-        nn.Conv2d(1, 6, 5, stride=2), nn.ReLU(),
-        nn.Conv2d(6, 8, 3, stride=2), nn.ReLU(),
-        nn.Flatten(), nn.Linear(8 * 5 * 5, 24), nn.ReLU(), nn.Linear(24, 10),
-    )  # fmt: skip
+        nn.Conv2d(1, 6, 5, stride=2),
+        nn.ReLU(),
+        nn.Conv2d(6, 8, 3, stride=2),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(8 * 5 * 5, 24),
+        nn.ReLU(),
+        nn.Linear(24, 10),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +68,16 @@ def tiny_config(name: str):
 
 
 def run(name, loaders, out=None, resume=False):
-    return prune_model(tiny_cnn(), name, tiny_config(name), train=loaders[0],
-                       evaluation=loaders[1], out=out, seed=1, resume=resume)  # fmt: skip
+    return prune_model(
+        tiny_cnn(),
+        name,
+        tiny_config(name),
+        train=loaders[0],
+        evaluation=loaders[1],
+        out=out,
+        seed=1,
+        resume=resume,
+    )
 
 
 def masks_of(model: nn.Module) -> dict[str, torch.Tensor]:
