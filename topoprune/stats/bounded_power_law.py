@@ -43,7 +43,7 @@ def power_sum(alpha, a, b) -> np.ndarray:
     --------
     >>> round(float(power_sum(2.0, 1, np.inf)), 12)  # pi^2 / 6
     1.644934066848
-    >>> float(power_sum(-1.0, 1, 100))
+    >>> round(float(power_sum(-1.0, 1, 100)), 6)  # 100 * 101 / 2, to the relative error above
     5050.0
     """
     alpha, a, b = (np.asarray(v, float) for v in (alpha, a, b))
