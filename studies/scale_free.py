@@ -75,8 +75,9 @@ SETTINGS = {
     ("cnn_cifar", "random"): {"dense_epochs": 0, "epochs": 0, "lr": 0.002, "schedule": "cosine"},
 }  # fmt: skip
 
-# Node layers are read in the channel view (DESIGN.md); CNNs also in the im2col view, where a
-# convolution is the C_out x (C_in kh kw) matrix and node layers have hundreds of nodes.
+# Node layers are read in the channel view (docs/design.md, Definitions); CNNs also in the im2col
+# view, where a convolution is the C_out x (C_in kh kw) matrix and node layers have hundreds of
+# nodes.
 VIEWS = {"mlp1024": ("channel",), "cnn_mnist": ("channel", "im2col"),
          "cnn_cifar": ("channel", "im2col")}  # fmt: skip
 

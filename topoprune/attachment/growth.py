@@ -1,5 +1,5 @@
 """Degree growth between two snapshots: does a node's degree grow in proportion to its degree
-before (DESIGN.md section 2), and is the degree distribution after the same as before?"""
+before (docs/design.md, Attachment), and is the degree distribution after the same as before?"""
 
 from __future__ import annotations
 

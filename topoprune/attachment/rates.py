@@ -1,4 +1,4 @@
-"""Preferential attachment between two mask snapshots of one layer (DESIGN.md section 2).
+"""Preferential attachment between two mask snapshots of one layer (docs/design.md, Attachment).
 
 For the pairs (i, j) not connected before, the rate at which connections are created is measured
 against k = d_i(0) d_j(0), the product of the two nodes' degrees before. Rates are binned in k

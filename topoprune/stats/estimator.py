@@ -24,7 +24,7 @@ class BoundedPowerLaw:
     Parameters
     ----------
     mode : {"clauset", "bounded", "window", "fixed"}
-        Bound selection (DESIGN.md section 2). Default ``bounded``: xmax = the largest value,
+        Bound selection (docs/design.md, Fitting). Default ``bounded``: xmax = the largest value,
         xmin by KS minimisation.
     xmin, xmax : number, "max" or "inf", optional
         Fixed bounds (``xmin`` skips its KS scan).
@@ -352,8 +352,8 @@ def _join(items: list[str]) -> str:
 
 def scale_free_supported(result: PowerLawFit, significance: float = SIGNIFICANCE) -> bool:
     """True only if the fit is not rejected, spans at least one decade, beats the random null,
-    and no alternative is significantly better (DESIGN.md: no scale-free claim without beating
-    the null)."""
+    and no alternative is significantly better (docs/design.md, Fitting: no scale-free claim
+    without beating the null)."""
     if not result.fittable or result.p_value is None or result.p_value < significance:
         return False
     if _decades(result) < MIN_DECADES:

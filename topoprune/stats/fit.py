@@ -1,5 +1,5 @@
 """Fitting a (bounded) power law with bound selection: the ``clauset``, ``bounded``, ``window``
-and ``fixed`` modes of DESIGN.md section 2."""
+and ``fixed`` modes (docs/design.md, Fitting)."""
 
 from __future__ import annotations
 

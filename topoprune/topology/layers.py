@@ -1,8 +1,8 @@
 """Weight layers as bipartite graphs, and their degrees in each convolution view.
 
 A weight layer with weight W (out x in [x kernel]) and mask M is a bipartite graph between its
-input nodes and output nodes (DESIGN.md section 2). Degrees are vectorised reductions over the
-mask; no graph is built.
+input nodes and output nodes (docs/design.md, Definitions). Degrees are vectorised reductions
+over the mask; no graph is built.
 """
 
 from __future__ import annotations
@@ -187,8 +187,8 @@ def layer_degrees(
     ----------
     layer : WeightLayer
     view : {"channel", "channel-simple", "im2col"}
-        How a convolution becomes a graph (DESIGN.md section 2). Linear layers read the same in
-        every view, except at a flatten boundary (``input_groups``).
+        How a convolution becomes a graph (docs/design.md, Definitions). Linear layers read the
+        same in every view, except at a flatten boundary (``input_groups``).
     input_groups : int, optional
         For a linear layer after a convolution: the number of channels its input features were
         flattened from. In the channel views input feature ``(c, h, w)`` belongs to node ``c``.

@@ -229,7 +229,7 @@ class SparseNetwork:
         ]
 
     def node_layers(self, view: str = "channel") -> list[NodeLayer]:
-        """The node layers N0..NK with in-, out- and total degrees (DESIGN.md section 2).
+        """The node layers N0..NK with in-, out- and total degrees (docs/design.md, Definitions).
 
         Where two layers do not chain (not requested, or not possible in this view: im2col patch
         nodes are not the previous layer's channels), each side gets its own node layer, named
