@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 STUDIES = ("topoprune_studies", "studies")
-# what the foundation packages (topology, io, stats, data) never import
+# what the foundation packages (topology, io, stats, data), attachment and plot never import
 UPPER = ("topoprune.prune", "topoprune.train", "topoprune.models", "topoprune.cli", *STUDIES)
 
 # The rules. A module is bound by the row of every package it lies in (a row's key covers the
@@ -26,6 +26,8 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "topoprune.io": UPPER,
     "topoprune.stats": UPPER,
     "topoprune.data": UPPER,
+    "topoprune.attachment": UPPER,  # attachment and plot sit on topology and stats
+    "topoprune.plot": UPPER,
     "topoprune.prune": ("topoprune.train", "topoprune.cli", *STUDIES),
     "topoprune": STUDIES,
     # the studies import one another relatively: `studies` is a folder, not an installed name
