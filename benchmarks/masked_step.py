@@ -1,9 +1,17 @@
 """Benchmark: cost of a masked training step against the same dense model's, in one run.
 
-    python -m benchmarks.masked_step [--steps 200] [--out results/benchmarks/masked_step.json]
+    python -m benchmarks.masked_step [--steps 50] [--out results/benchmarks/masked_step.json]
 
-Target (issue 5): a masked step costs at most 15% more than the dense one. Both models get the
-same batches; each is timed over ``--steps`` SGD steps after a warm-up, best of ``--repeats``.
+Three steps on the same batches, 90% of every layer pruned:
+
+- ``dense``: plain forward, backward, SGD step (no masks);
+- ``v1``: the first engine's masked step (the weight behind a forward pre-hook, pruned weights
+  zeroed after each step);
+- ``v2``: the current engine's step, :func:`topoprune.train.engine.train_step` (v1 plus pruned
+  gradients zeroed before the step, which keeps momentum and Adam moments at zero).
+
+Targets (issues 5 and 13): v2 costs at most 15% more than dense and no more than v1. Each is timed
+over ``--steps`` steps after a warm-up round, best of ``--repeats``, rounds interleaved.
 """
 
 from __future__ import annotations
@@ -18,36 +26,78 @@ from torch import nn
 
 from topoprune.models import MODELS, build_model
 from topoprune.provenance import provenance
-from topoprune.prune.masks import add_masks, enforce_masks
+from topoprune.prune.masks import add_masks, apply_masks, enforce_masks
+from topoprune.prune.method import Context, Stage, TrainingState
+from topoprune.train.engine import train_step
+
+VARIANTS = ("dense", "v1", "v2")
 
 
-def _round(model: nn.Module, optimizer, images, labels, steps: int) -> float:
-    masked = hasattr(model, "masked")
-    start = time.perf_counter()
-    for i in range(steps):
+def _dense_round(model, optimizer, images, labels) -> None:
+    for i in range(len(images)):
         optimizer.zero_grad(set_to_none=True)
         nn.functional.cross_entropy(model(images[i]), labels[i]).backward()
         optimizer.step()
-        if masked:
-            enforce_masks(model)  # as the training engine does after every step
-    return (time.perf_counter() - start) / steps
 
 
-def time_pair(
-    dense: nn.Module, masked: nn.Module, images, labels, steps: int, repeats: int
-) -> tuple[float, float]:
-    """Best seconds per step of each model, rounds interleaved so drift hits both alike."""
-    optimizers = [
-        torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-        for m in (dense, masked)
-    ]
-    best = [float("inf"), float("inf")]
+def _v1_round(model, optimizer, images, labels) -> None:
+    for i in range(len(images)):
+        optimizer.zero_grad(set_to_none=True)
+        nn.functional.cross_entropy(model(images[i]), labels[i]).backward()
+        optimizer.step()
+        enforce_masks(model)
+
+
+def _v2_round(ctx: Context, images, labels) -> None:
+    for i in range(len(images)):
+        train_step(ctx, images[i], labels[i])
+
+
+def _pruned(name: str) -> nn.Module:
+    torch.manual_seed(0)
+    model = add_masks(build_model(name))
+    generator = torch.Generator().manual_seed(1)
+    masks = {
+        n: torch.rand(m.weight_mask.shape, generator=generator) < 0.1
+        for n, m in model.named_modules()
+        if hasattr(m, "weight_mask")
+    }
+    apply_masks(model, masks)
+    return model
+
+
+def time_variants(name: str, images, labels, repeats: int) -> dict[str, float]:
+    """Best seconds per step of each variant."""
+    torch.manual_seed(0)
+    models = {"dense": build_model(name), "v1": _pruned(name), "v2": _pruned(name)}
+    optimizers = {
+        k: torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+        for k, m in models.items()
+    }
+    stage = Stage("bench", 1, 0.01, 5e-4)
+    ctx = Context(
+        models["v2"],
+        TrainingState(),
+        stage,
+        0,
+        "cpu",
+        nn.functional.cross_entropy,
+        optimizers["v2"],
+    )
+    rounds = {
+        "dense": lambda: _dense_round(models["dense"], optimizers["dense"], images, labels),
+        "v1": lambda: _v1_round(models["v1"], optimizers["v1"], images, labels),
+        "v2": lambda: _v2_round(ctx, images, labels),
+    }
+    best = dict.fromkeys(VARIANTS, float("inf"))
     for round_index in range(repeats + 1):  # round 0 warms up
-        for k, (model, optimizer) in enumerate(zip((dense, masked), optimizers)):
-            seconds = _round(model, optimizer, images, labels, steps)
+        for variant in VARIANTS:
+            start = time.perf_counter()
+            rounds[variant]()
+            seconds = (time.perf_counter() - start) / len(images)
             if round_index:
-                best[k] = min(best[k], seconds)
-    return best[0], best[1]
+                best[variant] = min(best[variant], seconds)
+    return best
 
 
 def main() -> None:
@@ -64,24 +114,24 @@ def main() -> None:
         generator = torch.Generator().manual_seed(0)
         images = torch.rand(args.steps, args.batch_size, *shape, generator=generator)
         labels = torch.randint(0, 10, (args.steps, args.batch_size), generator=generator)
-        torch.manual_seed(0)
-        dense = build_model(name)
-        torch.manual_seed(0)
-        masked = add_masks(build_model(name))
-        masked.masked = True
-        dense_s, masked_s = time_pair(dense, masked, images, labels, args.steps, args.repeats)
+        best = time_variants(name, images, labels, args.repeats)
         rows[name] = {
-            "dense_ms": dense_s * 1e3,
-            "masked_ms": masked_s * 1e3,
-            "overhead": masked_s / dense_s - 1,
+            **{f"{k}_ms": v * 1e3 for k, v in best.items()},
+            "v1_overhead": best["v1"] / best["dense"] - 1,
+            "v2_overhead": best["v2"] / best["dense"] - 1,
+            "v2_vs_v1": best["v2"] / best["v1"] - 1,
         }
         print(
-            f"{name}: dense {dense_s * 1e3:.2f} ms/step, masked {masked_s * 1e3:.2f} ms/step: "
-            f"{100 * (masked_s / dense_s - 1):+.1f}%"
+            f"{name}: dense {best['dense'] * 1e3:.2f} ms/step, v1 masked {best['v1'] * 1e3:.2f} "
+            f"({100 * rows[name]['v1_overhead']:+.1f}%), v2 masked {best['v2'] * 1e3:.2f} "
+            f"({100 * rows[name]['v2_overhead']:+.1f}%; {100 * rows[name]['v2_vs_v1']:+.1f}% "
+            "against v1)"
         )
     result = {
         "batch_size": args.batch_size,
         "steps": args.steps,
+        "repeats": args.repeats,
+        "kept_fraction": 0.1,
         "models": rows,
         "threads": torch.get_num_threads(),
         "provenance": provenance(("topoprune", "torch")),

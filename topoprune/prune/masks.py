@@ -165,6 +165,24 @@ def mask_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> 
                 value.mul_(module.weight_mask)
 
 
+def held_at_zero(model: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``(weight_orig, weight_mask)`` of every masked layer not in straight-through mode: the
+    weights whose pruned entries, gradients and optimizer state are kept at zero."""
+    return [
+        (m.weight_orig, m.weight_mask) for _, m in masked_modules(model) if not m.straight_through
+    ]
+
+
+@torch.no_grad()
+def zero_pruned(pairs: list[tuple[torch.Tensor, torch.Tensor]], *, grads: bool) -> None:
+    """Multiply the weights (or, with ``grads``, their gradients) of ``pairs`` by their masks in
+    one fused call per step (the per-layer Python loop costs more than the multiplication)."""
+    if grads:
+        pairs = [(w.grad, m) for w, m in pairs if w.grad is not None]
+    if pairs:
+        torch._foreach_mul_([w for w, _ in pairs], [m for _, m in pairs])
+
+
 def masks_version(model: nn.Module) -> int:
     """A number that changes whenever any mask is modified in place (cheap change detection)."""
     return sum(m.weight_mask._version for _, m in masked_modules(model))

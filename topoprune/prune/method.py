@@ -80,6 +80,8 @@ class Context:
     outputs: Any = None
     loss: torch.Tensor | None = None
     draw_batches: Callable[[int, int], Iterator[Batch]] | None = field(default=None, repr=False)
+    # (weight, mask) pairs held at zero during the stage; the engine fills it at stage start
+    held_at_zero: list[tuple[torch.Tensor, torch.Tensor]] | None = field(default=None, repr=False)
 
     def scoring_batches(self, examples: int) -> Iterator[Batch]:
         """Batches of about ``examples`` training examples for scores (SNIP, OBD, Fisher): the

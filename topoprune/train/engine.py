@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -23,11 +24,11 @@ from topoprune.data.images import ImageDataset
 from topoprune.errors import TopopruneError
 from topoprune.prune.masks import (
     current_masks,
-    enforce_masks,
-    mask_gradients,
+    held_at_zero,
     mask_optimizer_state,
     masks_version,
     set_straight_through,
+    zero_pruned,
 )
 from topoprune.prune.method import Context, Stage, TrainingState
 from topoprune.train.data import epoch_order, training_batches
@@ -198,33 +199,13 @@ def _train_epoch(ctx: Context, batches, settings: TrainSettings, stage_index: in
     model.train()
     total, count = 0.0, 0
     total_steps = stage.epochs * len(batches) if len(batches) else None
-    masked = not stage.straight_through
     for inputs, targets in batches.epoch(settings.seed, stage_index, state.epoch):
         # the rate follows from the position in the stage alone, so a resumed run matches
         ctx.step_in_stage = state.step - state.stage_start_step
         ctx.lr = stage.lr_at(ctx.step_in_stage, total_steps)
         for group in optimizer.param_groups:
             group["lr"] = ctx.lr
-        optimizer.zero_grad(set_to_none=True)
-        outputs = model(inputs)
-        loss = ctx.loss_fn(outputs, targets)
-        ctx.batch, ctx.outputs, ctx.loss = (inputs, targets), outputs, loss
-        if stage.loss_term is not None:
-            loss = loss + stage.loss_term(ctx)
-            ctx.loss = loss
-        value = loss.item()
-        if not math.isfinite(value):
-            raise TopopruneError(
-                f"stage {stage.name}: the loss diverged (lr {stage.lr:g} too large?)"
-            )
-        loss.backward()
-        if masked:
-            mask_gradients(model)
-        if stage.after_backward is not None:
-            stage.after_backward(ctx)
-        optimizer.step()
-        if masked:
-            enforce_masks(model)
+        value = train_step(ctx, inputs, targets)
         state.step += 1
         ctx.step_in_stage += 1
         _call(stage.after_step, ctx)
@@ -236,7 +217,30 @@ def _train_epoch(ctx: Context, batches, settings: TrainSettings, stage_index: in
     return total / max(count, 1)
 
 
-def checkpoint_path(folder) -> Any:
-    from pathlib import Path
+def train_step(ctx: Context, inputs: Any, targets: Any) -> float:
+    """One optimisation step with the stage's hooks (all but ``after_step``); returns the loss.
+    Pruned weights of layers not in straight-through mode, and their gradients, stay zero."""
+    model, optimizer, stage = ctx.model, ctx.optimizer, ctx.stage
+    if ctx.held_at_zero is None:
+        ctx.held_at_zero = held_at_zero(model)
+    optimizer.zero_grad(set_to_none=True)
+    outputs = model(inputs)
+    loss = ctx.loss_fn(outputs, targets)
+    ctx.batch, ctx.outputs, ctx.loss = (inputs, targets), outputs, loss
+    if stage.loss_term is not None:
+        loss = loss + stage.loss_term(ctx)
+        ctx.loss = loss
+    value = loss.item()
+    if not math.isfinite(value):
+        raise TopopruneError(f"stage {stage.name}: the loss diverged (lr {stage.lr:g} too large?)")
+    loss.backward()
+    zero_pruned(ctx.held_at_zero, grads=True)
+    if stage.after_backward is not None:
+        stage.after_backward(ctx)
+    optimizer.step()
+    zero_pruned(ctx.held_at_zero, grads=False)
+    return value
 
+
+def checkpoint_path(folder: str | Path) -> Path:
     return Path(folder) / "checkpoint.pt"
