@@ -3,9 +3,10 @@
 The same layout as ``torch.nn.utils.prune`` (so state_dicts read as torch-prune checkpoints), in
 two modes:
 
-- default: pruned entries of ``weight_orig`` are kept at zero (:func:`enforce_masks` after every
-  optimiser step), so the forward pass uses the weights as they are and costs what a dense step
-  costs; pruned weights never come back.
+- default: pruned entries of ``weight_orig``, their gradients and their optimizer state are kept
+  at zero (the engine calls :func:`zero_pruned` around every step, :func:`mask_optimizer_state`
+  when masks change), so the forward pass uses the weights as they are and costs what a dense
+  step costs; pruned weights never come back.
 - ``straight_through``: the forward uses ``W * M`` while the gradient reaches every weight, pruned
   ones included, as Dynamic Network Surgery requires (pruned weights keep learning and can be
   spliced back).

@@ -60,11 +60,13 @@ class Magnitude(ScoreMethod):
     def scores(self, ctx: Context) -> dict[str, torch.Tensor]:
         return {n: (m.weight_orig.detach() * m.weight_mask).abs() for n, m in ctx.pruned_modules()}
 
-    def _masks(self, ctx: Context, goal) -> dict[str, torch.Tensor]:
+    def prune_to(self, ctx: Context, schedule) -> None:
         if self.quality is None:
-            return super()._masks(ctx, goal)
+            return super().prune_to(ctx, schedule)
         weights = {n: m.weight_orig.detach() * m.weight_mask for n, m in ctx.pruned_modules()}
-        return magnitude_masks_by_quality(weights, current_masks(ctx.model), self.quality)
+        apply_masks(
+            ctx.model, magnitude_masks_by_quality(weights, current_masks(ctx.model), self.quality)
+        )
 
     def target_kept(self) -> dict[str, float] | None:
         return None if self.quality is not None else super().target_kept()

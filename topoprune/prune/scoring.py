@@ -13,6 +13,7 @@ A new score-based method is a config subclass of :class:`ScoreConfig` and a ``sc
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -92,8 +93,21 @@ class ScoreMethod(Method):
         """One score per weight of every pruned layer, by name; higher scores are kept."""
         raise NotImplementedError
 
-    def prune(self, ctx: Context, target) -> None:
-        apply_masks(ctx.model, target)
+    def prune_to(self, ctx: Context, schedule: Callable[[float], float]) -> None:
+        """Prune to ``schedule(final sparsity)`` of every layer (or of the network, for global
+        allocation), keeping the highest-scoring surviving weights or groups."""
+        c = self.config
+        shapes = {n: tuple(m.weight_mask.shape) for n, m in ctx.pruned_modules()}
+        final = layer_sparsities(shapes, c.sparsity, c.allocation)
+        goal = (
+            {n: schedule(s) for n, s in final.items()}
+            if isinstance(final, dict)
+            else schedule(final)
+        )
+        masks = allocate(
+            self.scores(ctx), current_masks(ctx.model), goal, granularity=c.granularity
+        )
+        apply_masks(ctx.model, masks)
 
     def stages(self) -> list[Stage]:
         c = self.config
@@ -110,23 +124,9 @@ class ScoreMethod(Method):
             )
         return stages
 
-    def _round(self, index: int):
-        def prune_round(ctx: Context) -> None:
-            rounds = self.config.iterations
-            shapes = {n: tuple(m.weight_mask.shape) for n, m in ctx.pruned_modules()}
-            targets = layer_sparsities(shapes, self.config.sparsity, self.config.allocation)
-            if isinstance(targets, dict):
-                goal = {n: geometric_sparsity(s, index, rounds) for n, s in targets.items()}
-            else:
-                goal = geometric_sparsity(targets, index, rounds)
-            self.prune(ctx, self._masks(ctx, goal))
-
-        return prune_round
-
-    def _masks(self, ctx: Context, goal) -> dict[str, torch.Tensor]:
-        return allocate(
-            self.scores(ctx), current_masks(ctx.model), goal, granularity=self.config.granularity
-        )
+    def _round(self, index: int) -> Callable[[Context], None]:
+        rounds = self.config.iterations
+        return lambda ctx: self.prune_to(ctx, lambda s: geometric_sparsity(s, index, rounds))
 
     def _gradual_step(self, ctx: Context) -> None:
         c, step = self.config, ctx.step_in_stage
@@ -136,14 +136,7 @@ class ScoreMethod(Method):
         # prune every prune_every steps, and always at the ramp's end (the final sparsity)
         if step > window or (step % c.prune_every and step != window):
             return
-        progress = step / window
-        shapes = {n: tuple(m.weight_mask.shape) for n, m in ctx.pruned_modules()}
-        targets = layer_sparsities(shapes, c.sparsity, c.allocation)
-        if isinstance(targets, dict):
-            goal = {n: cubic_sparsity(s, progress) for n, s in targets.items()}
-        else:
-            goal = cubic_sparsity(targets, progress)
-        self.prune(ctx, self._masks(ctx, goal))
+        self.prune_to(ctx, lambda s: cubic_sparsity(s, step / window))
 
     def target_kept(self) -> dict[str, float] | None:
         c = self.config
