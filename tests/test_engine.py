@@ -258,3 +258,29 @@ def test_bad_data_is_a_clear_error():
         prune_model(mlp(), "dense", train=[blobs(8)[0]])
     with pytest.raises(TopopruneError, match="no weight layer matches 'fc9'"):
         prune_model(mlp(), "magnitude", MagnitudeConfig(layers=("fc9",)), train=[blobs(8)])
+
+
+class Drifting(torch.optim.SGD):
+    """An optimizer that moves every weight, zero gradient or not."""
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        super().step(closure)
+        for group in self.param_groups:
+            for p in group["params"]:
+                p.add_(1e-3)
+
+
+def test_a_custom_optimizer_cannot_regrow_pruned_weights():
+    x, y = blobs(128)
+    model = add_masks(mlp())
+    mask = torch.rand(16, 8, generator=torch.Generator().manual_seed(1)) < 0.5
+    apply_masks(model, {"0": mask})
+
+    def factory(params, lr, weight_decay, momentum):
+        return Drifting(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+
+    stage = Stage("s", epochs=1, lr=0.1, optimizer=factory)
+    run_stages(model, [stage], [(x, y)], TrainSettings())
+    assert torch.count_nonzero(model[0].weight_orig[~mask]) == 0
+    assert torch.count_nonzero(model[0].weight_orig[mask]) == int(mask.sum())

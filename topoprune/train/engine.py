@@ -32,7 +32,7 @@ from topoprune.prune.masks import (
 )
 from topoprune.prune.method import Context, Stage, TrainingState
 from topoprune.train.data import epoch_order, training_batches
-from topoprune.train.optim import error_rate, make_optimizer
+from topoprune.train.optim import error_rate, keeps_zeros, make_optimizer
 
 __all__ = ["Stage", "TrainSettings", "TrainingState", "epoch_order", "error_rate", "run_stages"]
 
@@ -219,7 +219,11 @@ def _train_epoch(ctx: Context, batches, settings: TrainSettings, stage_index: in
 
 def train_step(ctx: Context, inputs: Any, targets: Any) -> float:
     """One optimisation step with the stage's hooks (all but ``after_step``); returns the loss.
-    Pruned weights of layers not in straight-through mode, and their gradients, stay zero."""
+
+    Pruned weights of layers not in straight-through mode stay zero: their gradients are zeroed
+    before the step, so their optimizer state stays zero and the built-in optimizers leave them at
+    zero (see :data:`~topoprune.train.optim.KEEP_ZEROS`); after any other optimizer's step the
+    weights are zeroed again."""
     model, optimizer, stage = ctx.model, ctx.optimizer, ctx.stage
     if ctx.held_at_zero is None:
         ctx.held_at_zero = held_at_zero(model)
@@ -234,11 +238,12 @@ def train_step(ctx: Context, inputs: Any, targets: Any) -> float:
     if not math.isfinite(value):
         raise TopopruneError(f"stage {stage.name}: the loss diverged (lr {stage.lr:g} too large?)")
     loss.backward()
-    zero_pruned(ctx.held_at_zero, grads=True)
     if stage.after_backward is not None:
-        stage.after_backward(ctx)
+        stage.after_backward(ctx)  # sees every gradient, pruned weights' too (RigL grows by them)
+    zero_pruned(ctx.held_at_zero, grads=True)
     optimizer.step()
-    zero_pruned(ctx.held_at_zero, grads=False)
+    if not keeps_zeros(stage.optimizer):
+        zero_pruned(ctx.held_at_zero, grads=False)
     return value
 
 

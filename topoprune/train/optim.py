@@ -33,6 +33,18 @@ def adamw(params, lr: float, weight_decay: float, momentum: float) -> torch.opti
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
 
 
+# A weight whose gradient and optimizer state are zero stays exactly zero under these: SGD (with
+# momentum, Nesterov and L2 decay: every term is a multiple of the weight, its gradient or its
+# buffer), Adam (zero moments give a zero update; its L2 decay enters the gradient) and AdamW
+# (decay multiplies the weight). The engine then skips re-zeroing pruned weights after the step.
+KEEP_ZEROS = frozenset({"sgd", "adam", "adamw"})
+
+
+def keeps_zeros(spec: str | Callable) -> bool:
+    """Whether the optimizer leaves a weight with zero gradient and zero state at exactly zero."""
+    return isinstance(spec, str) and spec in KEEP_ZEROS
+
+
 def make_optimizer(
     spec: str | Callable, params, lr: float, weight_decay: float, momentum: float
 ) -> torch.optim.Optimizer:
