@@ -346,7 +346,8 @@ def _task_order(task: str) -> tuple[bool, int]:
 
 
 def to_digest(rates: list[dict], growth: list[dict], accuracy: list[dict]) -> str:
-    """The README's tables, one per claim, seeds together (mean +- std), one column per task."""
+    """The tables of docs/studies/continual-pa.md, one per claim, seeds together (mean +- std),
+    one column per task."""
     order = sorted({r["task"] for r in accuracy}, key=_task_order)
     return "\n".join(
         [

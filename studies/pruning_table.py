@@ -40,7 +40,8 @@ PAPER = {
 
 # Hyper-parameters per (model, method). "dense" is each seed's shared model (cosine schedule); both
 # methods start from it. Magnitude uses the papers' per-layer kept fractions as targets, reached in
-# 5 prune-retrain steps; DNS's c per layer was searched on seed 0 (the README says how).
+# `iterations` prune-retrain steps; DNS's c per layer was searched on seed 0
+# (docs/studies/pruning-table.md says how).
 SETTINGS = {
     ("lenet300", "dense"): {"epochs": 30, "lr": 0.05, "schedule": "cosine"},
     ("lenet300", "magnitude"): {"dense_epochs": 0, "lr": 0.05, "retrain_lr_factor": 0.4,
@@ -154,7 +155,8 @@ def to_csv(rows: list[dict]) -> str:
 
 
 def to_markdown(rows: list[dict]) -> str:
-    """The README's table: ours (mean +- std over seeds) beside the paper's."""
+    """The table of docs/studies/pruning-table.md: ours (mean +- std over seeds) beside the
+    paper's."""
     lines = [
         "| model | method | seeds | dense error % | pruned error % | compression | kept % per "
         "layer | paper: dense -> pruned error %, compression, kept % |",

@@ -5,7 +5,8 @@
 
 Per model, data set and seed: one dense model, pruned by each method (Dynamic Network Surgery,
 magnitude pruning with retraining), and for each pruned model the random-mask baseline with the
-same per-layer sparsity (retrained from the same dense model). Every node layer of every pruned
+same per-layer sparsity, applied to the same dense model and not retrained (its degrees do not
+depend on training; see docs/studies/scale-free.md). Every node layer of every pruned
 and random network is fitted with the bounded power law (``clauset`` and ``window`` modes), its
 bootstrap p, the alternatives and the random null, and a verdict.
 
@@ -14,8 +15,8 @@ Layout of ``results/scale_free/``:
 - ``runs/<model>-<dataset>-<method>-seed<k>/summary.json`` (checkpoints beside them, not in git)
 - ``fits/<run>.json``: per view and node layer, the degree histogram and every fit
 - ``fits.csv``: the tidy table, one row per run, view, node layer and mode
-- ``table.md``: the README's table (mean over seeds); ``summary.json``: config, provenance,
-  wall time, skipped parts and why.
+- ``table.md``: the table of docs/studies/scale-free.md (mean over seeds); ``summary.json``:
+  config, provenance, wall time, skipped parts and why.
 
 Every stage is skipped when its output exists with the same settings, so an interrupted study
 resumes where it stopped.
@@ -333,7 +334,7 @@ def to_markdown(rows: list[dict]) -> str:
 
 def verdict_counts(rows: list[dict], mode: str) -> str:
     """Counts over every (run, view, node layer) of one mode, pruned networks against their
-    random-mask baselines: the totals the README quotes."""
+    random-mask baselines: the totals docs/studies/scale-free.md quotes."""
     lines = ["| networks | fits | fitted | bootstrap p < 0.1 | beats the null | an alternative "
              "better | scale-free |", "|---|---|---|---|---|---|---|"]  # fmt: skip
     for label, random in (("pruned", False), ("random mask", True)):
@@ -354,8 +355,8 @@ def verdict_counts(rows: list[dict], mode: str) -> str:
 
 
 def to_digest(rows: list[dict], mode: str = "window") -> str:
-    """The README's table: one line per model, data set, pruning method, view and node layer in
-    one fit ``mode``, seeds together, with the random-mask baseline's exponent beside it.
+    """The table of docs/studies/scale-free.md: one line per model, data set, pruning method,
+    view and node layer in one fit ``mode``, seeds together, with the random-mask baseline's exponent beside it.
 
     alpha is the mean +- std over seeds (SE: mean standard error); range, n in range and p as in
     :func:`to_markdown`; "null" counts the seeds whose fit beats the random-mask null, "alt" those
