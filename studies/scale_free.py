@@ -356,7 +356,8 @@ def verdict_counts(rows: list[dict], mode: str) -> str:
 
 def to_digest(rows: list[dict], mode: str = "window") -> str:
     """The table of docs/studies/scale-free.md: one line per model, data set, pruning method,
-    view and node layer in one fit ``mode``, seeds together, with the random-mask baseline's exponent beside it.
+    view and node layer in one fit ``mode``, seeds together, with the random-mask baseline's
+    exponent beside it.
 
     alpha is the mean +- std over seeds (SE: mean standard error); range, n in range and p as in
     :func:`to_markdown`; "null" counts the seeds whose fit beats the random-mask null, "alt" those
