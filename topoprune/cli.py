@@ -462,7 +462,7 @@ def _prune(args: argparse.Namespace) -> int:
     )
     kept = ", ".join(f"{name} {pct:.2f}%" for name, pct in summary["kept_percent"].items())
     dense = summary["dense_test_error"]
-    dense = f" (dense {dense:.2%})" if dense is not None else ""
+    dense = f" (dense {dense:.2%})" if dense is not None and args.method != "dense" else ""
     print(
         f"{args.model} on {args.dataset}, {args.method}: test error {summary['test_error']:.2%}"
         f"{dense}, compression {summary['compression']:.1f}x; kept per layer: {kept}"
