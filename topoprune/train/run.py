@@ -295,6 +295,9 @@ def prune_model(
         )
 
     loss_fn = loss or nn.functional.cross_entropy
+    if isinstance(train, ImageDataset):  # a registered data set brings its own splits
+        evaluation = train.test if evaluation is None else evaluation
+        validation = train.val if validation is None else validation
     test = _batches_evaluator(evaluation, loss_fn, settings.device)
     val = _batches_evaluator(validation, loss_fn, settings.device)
     start = time.perf_counter()
