@@ -34,23 +34,14 @@ def prune(tmp_path, name, *flags):
     )
 
 
+def untrained_magnitude(tmp_path, name, *flags):
+    """Magnitude pruning with 0 epochs: fast, and only the masks matter to these tests."""
+    return prune(tmp_path, name, "--method", "magnitude", "--dense-epochs", "0",
+                 "--retrain-epochs", "0", *flags)  # fmt: skip
+
+
 def test_regrow_is_passed_on(tmp_path):
-    # untrained runs (0 epochs): only the masks matter here
-    assert (
-        prune(
-            tmp_path,
-            "a",
-            "--method",
-            "magnitude",
-            "--dense-epochs",
-            "0",
-            "--retrain-epochs",
-            "0",
-            "--sparsity",
-            "0.5",
-        )
-        == 0
-    )
+    assert untrained_magnitude(tmp_path, "a", "--sparsity", "0.5") == 0
     init = str(tmp_path / "a" / "checkpoint.pt")
     assert (
         prune(
@@ -155,23 +146,7 @@ def test_method_help_shows_its_flags(capsys):
 
 
 def test_attach_compares_two_snapshots_of_one_run(tmp_path, capsys):
-    assert (
-        prune(
-            tmp_path,
-            "r",
-            "--method",
-            "magnitude",
-            "--dense-epochs",
-            "0",
-            "--retrain-epochs",
-            "0",
-            "--iterations",
-            "2",
-            "--sparsity",
-            "0.75",
-        )
-        == 0
-    )
+    assert untrained_magnitude(tmp_path, "r", "--iterations", "2", "--sparsity", "0.75") == 0
     path = str(tmp_path / "r" / "checkpoint.pt")
     capsys.readouterr()
     assert (

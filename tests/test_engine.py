@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from topoprune.errors import TopopruneError
 from topoprune.io import load_network
 from topoprune.prune.allocation import allocate, erk_densities, layer_sparsities
-from topoprune.prune.masks import add_masks, apply_masks, enforce_masks, mask_gradients
+from topoprune.prune.masks import add_masks, apply_masks, enforce_masks, held_at_zero, zero_pruned
 from topoprune.prune.method import Stage
 from topoprune.prune.methods import MagnitudeConfig
 from topoprune.train.engine import TrainSettings, run_stages
@@ -51,7 +51,7 @@ def test_without_masking_pruned_weights_would_regrow(optimizer):
             opt.zero_grad()
             nn.functional.cross_entropy(model(x), y).backward()
             if engine:
-                mask_gradients(model)
+                zero_pruned(held_at_zero(model), grads=True)  # what train_step does
             opt.step()
             if engine or step < 4:  # without the engine, the last step is left unmasked
                 enforce_masks(model)
@@ -124,19 +124,29 @@ def test_hooks_run_in_order_with_their_context():
     assert [s[6] for s in backward] == [0.1, 0.085355, 0.05, 0.014645]
 
 
-def test_scoring_batches_are_reproducible_and_sized(mnist):
-    drawn = []
-
-    def score(ctx):
-        drawn.append([b[1].clone() for b in ctx.scoring_batches(150)])
+@pytest.mark.parametrize("source", ["split", "loader"])
+def test_scoring_batches_are_reproducible_and_sized(mnist, source):
+    from topoprune.data.images import Split
 
     x, y = mnist.train.images[:500], mnist.train.labels[:500]
-    for data in (DataLoader(TensorDataset(x, y), batch_size=64, shuffle=True),):
-        for _ in range(2):
-            model = add_masks(nn.Sequential(nn.Flatten(), nn.Linear(784, 10)))
-            run_stages(model, [Stage("s", 0, 0.1, on_start=score)], data, TrainSettings())
-    assert sum(len(b) for b in drawn[0]) == 150
-    assert all(torch.equal(a, b) for a, b in zip(drawn[0], drawn[1], strict=True))
+    data = Split(x, y) if source == "split" else DataLoader(TensorDataset(x, y), 64, shuffle=True)
+
+    def draw(seed: int) -> torch.Tensor:
+        drawn = []
+
+        def score(ctx):
+            drawn.extend(b[1] for b in ctx.scoring_batches(150))
+
+        model = add_masks(nn.Sequential(nn.Flatten(), nn.Linear(784, 10)))
+        stage = Stage("s", 0, 0.1, on_start=score)
+        run_stages(model, [stage], data, TrainSettings(batch_size=64, seed=seed))
+        return torch.cat(drawn)
+
+    first = draw(0)
+    assert len(first) == 150
+    assert torch.equal(first, draw(0))  # the same examples for the same (seed, step)
+    assert not torch.equal(first, draw(1))  # drawn at random, not the first 150
+    assert not torch.equal(first, y[:150])
 
 
 def test_gradual_pruning_reaches_the_target_and_zeroes_stale_adam_state(tmp_path):
@@ -167,6 +177,14 @@ def test_gradual_pruning_reaches_the_target_and_zeroes_stale_adam_state(tmp_path
     index = next(i for i, p in enumerate(model.parameters()) if p is model[0].weight_orig)
     moments = [state["state"][index]["exp_avg"], state["state"][index]["exp_avg_sq"]]
     assert all(bool((m[pruned] == 0).all()) for m in moments)
+
+
+def test_negative_scores_keep_the_target_count():
+    # movement scores are mostly negative: pruned entries must still rank below all of them
+    scores = {"a": -torch.arange(1.0, 11.0).view(2, 5)}
+    alive = {"a": torch.tensor([[True] * 5, [False] * 5])}
+    kept = allocate(scores, alive, {"a": 0.8})["a"]  # round(10 x 0.2) = 2 kept
+    assert kept.tolist() == [[True, True, False, False, False], [False] * 5]
 
 
 def test_erk_allocation_and_structured_granularity():

@@ -32,8 +32,13 @@ def check_fraction(value: float, what: str) -> float:
 
 
 def keep_largest(scores: torch.Tensor, mask: torch.Tensor, kept: int) -> torch.Tensor:
-    """Among the entries where ``mask`` is set, keep the ``kept`` with the largest score."""
-    flat = torch.where(mask.bool(), scores, torch.full_like(scores, -1.0)).flatten()
+    """Among the entries where ``mask`` is set, keep the ``kept`` with the largest score (scores
+    may be negative, as movement scores are: masked-out entries rank below every score).
+
+    >>> keep_largest(torch.tensor([-3.0, -2.0, 5.0]), torch.tensor([True, True, False]), 1)
+    tensor([False,  True, False])
+    """
+    flat = torch.where(mask.bool(), scores, torch.full_like(scores, -math.inf)).flatten()
     kept = max(0, min(kept, int(mask.sum())))
     out = torch.zeros_like(flat, dtype=torch.bool)
     if kept:
@@ -113,6 +118,15 @@ def erk_densities(shapes: dict[str, Sequence[int]], density: float) -> dict[str,
     return {n: 1.0 if n in dense else scale * raw[n] for n in sizes}
 
 
+def check_network_sparsity(sparsity: Sequence[float], allocation: str) -> None:
+    """Allocations other than ``layer`` take one sparsity for the whole network."""
+    if allocation != "layer" and len(sparsity) != 1:
+        raise TopopruneError(
+            f"allocation {allocation} takes one sparsity for the whole network, got "
+            f"{len(sparsity)} values (per-layer values need allocation 'layer')"
+        )
+
+
 def layer_sparsities(
     shapes: dict[str, Sequence[int]], sparsity: Sequence[float], allocation: str
 ) -> dict[str, float] | float:
@@ -122,11 +136,7 @@ def layer_sparsities(
     if allocation == "layer":
         values = per_layer(sparsity, names, "sparsity")
     elif allocation in ("uniform", "global", "erk"):
-        if len(sparsity) != 1:
-            raise TopopruneError(
-                f"allocation {allocation} takes one sparsity for the whole network, got "
-                f"{len(sparsity)} values (per-layer values need allocation 'layer')"
-            )
+        check_network_sparsity(sparsity, allocation)
         target = check_fraction(float(sparsity[0]), "sparsity")
         if allocation == "global":
             return target

@@ -143,16 +143,6 @@ def dense_modules(model: nn.Module) -> list[str]:
 
 
 @torch.no_grad()
-def mask_gradients(model: nn.Module) -> None:
-    """Zero the gradients of pruned weights (layers not in straight-through mode), so that no
-    optimizer (momentum, Adam moments, weight decay) can move them away from zero."""
-    for _, module in masked_modules(model):
-        grad = module.weight_orig.grad
-        if grad is not None and not module.straight_through:
-            grad.mul_(module.weight_mask)
-
-
-@torch.no_grad()
 def mask_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
     """Zero every per-weight optimizer buffer (momentum, Adam moments) at pruned positions of
     layers not in straight-through mode: a weight pruned mid-stage (RigL, gradual pruning)

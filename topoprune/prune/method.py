@@ -80,7 +80,7 @@ class Context:
     outputs: Any = None
     loss: torch.Tensor | None = None
     draw_batches: Callable[[int, int], Iterator[Batch]] | None = field(default=None, repr=False)
-    # (weight, mask) pairs held at zero during the stage; the engine fills it at stage start
+    # (weight, mask) pairs held at zero during the stage; filled at the stage's first step
     held_at_zero: list[tuple[torch.Tensor, torch.Tensor]] | None = field(default=None, repr=False)
 
     def scoring_batches(self, examples: int) -> Iterator[Batch]:

@@ -23,6 +23,7 @@ from topoprune.prune.allocation import (
     ALLOCATIONS,
     GRANULARITIES,
     allocate,
+    check_network_sparsity,
     cubic_sparsity,
     geometric_sparsity,
     layer_sparsities,
@@ -72,11 +73,7 @@ class ScoreConfig(PruneConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.allocation != "layer" and len(self.sparsity) != 1:
-            raise TopopruneError(
-                f"allocation {self.allocation} takes one sparsity for the whole network, got "
-                f"{len(self.sparsity)} values (per-layer values need allocation 'layer')"
-            )
+        check_network_sparsity(self.sparsity, self.allocation)
 
 
 class ScoreMethod(Method):
@@ -86,8 +83,8 @@ class ScoreMethod(Method):
 
     def __init__(self, config: ScoreConfig, names, seed: int) -> None:
         super().__init__(config, names, seed)
-        # a wrong number of per-layer values is an error now, not at the first pruning
-        layer_sparsities({n: (1,) for n in self.names}, config.sparsity, config.allocation)
+        if config.allocation == "layer":  # a wrong count is an error now, not at the first prune
+            per_layer(config.sparsity, self.names, "sparsity")
 
     def scores(self, ctx: Context) -> dict[str, torch.Tensor]:
         """One score per weight of every pruned layer, by name; higher scores are kept."""

@@ -198,11 +198,10 @@ def _train_epoch(ctx: Context, batches, settings: TrainSettings, stage_index: in
     model, optimizer, stage, state = ctx.model, ctx.optimizer, ctx.stage, ctx.state
     model.train()
     total, count = 0.0, 0
-    total_steps = stage.epochs * len(batches) if len(batches) else None
     for inputs, targets in batches.epoch(settings.seed, stage_index, state.epoch):
         # the rate follows from the position in the stage alone, so a resumed run matches
         ctx.step_in_stage = state.step - state.stage_start_step
-        ctx.lr = stage.lr_at(ctx.step_in_stage, total_steps)
+        ctx.lr = stage.lr_at(ctx.step_in_stage, ctx.total_stage_steps)
         for group in optimizer.param_groups:
             group["lr"] = ctx.lr
         value = train_step(ctx, inputs, targets)

@@ -18,6 +18,7 @@ from torch import nn
 from topoprune import __version__
 from topoprune.data import ImageDataset, load_dataset
 from topoprune.data.cache import write_json_atomic
+from topoprune.data.images import Split
 from topoprune.errors import TopopruneError
 from topoprune.io.checkpoint import is_topoprune_checkpoint, save_network
 from topoprune.io.torch_file import load_torch_object
@@ -183,10 +184,6 @@ def pruned_layer_names(model: nn.Module, config: TrainConfig) -> list[str]:
 def _batches_evaluator(batches: Any, loss_fn, device: str) -> Evaluator | None:
     if batches is None:
         return None
-    if isinstance(batches, ImageDataset):
-        batches = batches.test
-    from topoprune.data.images import Split
-
     if isinstance(batches, Split):
         return split_evaluator(batches, device)
     return lambda model: evaluate(model, batches, loss_fn, device)
