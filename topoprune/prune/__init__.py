@@ -3,13 +3,20 @@
 - :mod:`~topoprune.prune.masks`: ``weight_orig``/``weight_mask`` on Linear and Conv layers;
 - :mod:`~topoprune.prune.method`: stages, hooks, the context they receive, shared settings;
 - :mod:`~topoprune.prune.allocation` and :mod:`~topoprune.prune.scoring`: scores to masks;
-- :mod:`~topoprune.prune.methods`: the registered methods (``METHODS``).
+- :mod:`~topoprune.prune.methods`: the registry (``METHODS``) and the first methods;
+- :mod:`~topoprune.prune.threshold`: train, threshold, retrain (the regularisation methods' tail);
+- :mod:`~topoprune.prune.regularisation` (l1, l2, proximal, l0),
+  :mod:`~topoprune.prune.reweighting` (affine scaling), :mod:`~topoprune.prune.growl`: more
+  methods, registered on import.
 """
 
 from topoprune.prune.masks import add_masks, apply_masks, compression, current_masks
 from topoprune.prune.method import Context, Method, Stage, TrainConfig
 from topoprune.prune.methods import METHODS
 from topoprune.prune.scoring import ScoreConfig, ScoreMethod
+
+# importing these registers their methods in METHODS
+from topoprune.prune import growl, regularisation, reweighting  # noqa: F401  isort: skip
 
 __all__ = [
     "METHODS",

@@ -269,6 +269,11 @@ class Method:
         follows from training, as with DNS's thresholds)."""
         return None
 
+    def report(self, state: TrainingState) -> dict:
+        """What the method measured during the run (exact zeros, kurtosis per iteration, groups
+        tied), from ``state.method_state``; kept in the summary under ``report``."""
+        return {}
+
 
 def select_layers(
     names: Sequence[str], include: Sequence[str] = ("*",), exclude: Sequence[str] = ()
