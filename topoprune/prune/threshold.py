@@ -95,18 +95,21 @@ class ThresholdMethod(Method):
         return [*self.sparsify_stages(), threshold, self.retrain_stage()]
 
     @torch.no_grad()
-    def threshold(self, ctx: Context) -> None:
-        """Record the census of every layer's weights, then prune by quality or sparsity."""
-        weights = {n: m.weight_orig.detach() * m.weight_mask for n, m in ctx.pruned_modules()}
-        masks = current_masks(ctx.model)
-        ctx.state.method_state["before_threshold"] = {
-            n: weight_census(w, masks[n]) for n, w in weights.items()
-        }
+    def threshold(self, ctx: Context, names: list[str] | None = None) -> None:
+        """Record the census of the layers' weights, then prune them (``names``: some layers
+        only, the others keep their masks) by quality or sparsity."""
+        names = self.names if names is None else names
+        modules = dict(ctx.pruned_modules())
+        weights = {n: modules[n].weight_orig.detach() * modules[n].weight_mask for n in names}
+        masks = {n: m.bool() for n, m in current_masks(ctx.model).items() if n in weights}
+        census = ctx.state.method_state.setdefault("before_threshold", {})
+        census.update({n: weight_census(w, masks[n]) for n, w in weights.items()})
         if self.quality is not None:
             new = magnitude_masks_by_quality(weights, masks, self.quality)
         else:
             shapes = {n: tuple(w.shape) for n, w in weights.items()}
-            goal = layer_sparsities(shapes, self.config.sparsity, "layer")
+            sparsity = per_layer(self.config.sparsity, self.names, "sparsity")
+            goal = layer_sparsities(shapes, [sparsity[n] for n in names], "layer")
             new = allocate({n: w.abs() for n, w in weights.items()}, masks, goal)
         apply_masks(ctx.model, new)
 
