@@ -78,6 +78,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -420,6 +421,7 @@ class Growl(Method):
     """GrOWL proximal training removes whole rows (units), then ties similar rows and retrains."""
 
     Config = GrowlConfig
+    contract_overrides: ClassVar[dict] = {"lam1": (10.0,)}  # six steps at lr 0.01 remove rows
     paper = (
         "Zhang, Wang, Figueiredo and Balzano 2018, Learning to share: simultaneous parameter "
         "tying and sparsification in deep learning (GrOWL); OSCAR weights: Bondell and Reich 2008"
