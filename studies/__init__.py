@@ -16,6 +16,7 @@ STUDIES.register("pruning-table")("topoprune_studies.pruning_table")
 STUDIES.register("scale-free")("topoprune_studies.scale_free")
 STUDIES.register("continual-pa")("topoprune_studies.continual_pa")
 STUDIES.register("progressive")("topoprune_studies.progressive")
+STUDIES.register("regularisation")("topoprune_studies.regularisation")
 
 
 def load_study(name: str) -> ModuleType:

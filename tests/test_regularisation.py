@@ -101,7 +101,7 @@ def l1_runs():
 def test_the_proximal_step_gives_exact_zeros_the_subgradient_step_does_not(l1_runs):
     proximal = l1_runs["l1-proximal"].summary["report"]["before_threshold"]["0"]
     subgradient = l1_runs["l1-subgradient"].summary["report"]["before_threshold"]["0"]
-    assert proximal == {"weights": 20, "exact_zeros": 16, "near_zeros": 16}
+    assert proximal == {"weights": 20, "exact_zeros": 16, "near_zeros": 16, "small": 16}
     assert subgradient["weights"] == 20
     assert subgradient["exact_zeros"] == 0
 

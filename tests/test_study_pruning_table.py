@@ -29,5 +29,8 @@ def test_quick_pruning_table(tmp_path, capsys):
 
 def test_unknown_study(capsys):
     assert main(["study", "run", "no-such-study"]) == 2
-    message = "unknown study 'no-such-study'; valid: continual-pa, progressive, pruning-table"
+    message = (
+        "unknown study 'no-such-study'; valid: continual-pa, progressive, pruning-table, "
+        "regularisation"
+    )
     assert message in capsys.readouterr().err

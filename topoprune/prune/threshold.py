@@ -30,6 +30,7 @@ from topoprune.prune.masks import apply_masks, current_masks
 from topoprune.prune.method import Context, Method, PruneConfig, Stage, TrainingState, hp
 
 NEAR_ZERO = 1e-4  # |w| below this counts as near zero in the report (absolute: MNIST-scale nets)
+SMALL = 1e-3  # and below this as small
 
 
 @dataclass(frozen=True)
@@ -57,16 +58,18 @@ class ThresholdConfig(PruneConfig):
 
 
 def weight_census(weights: torch.Tensor, mask: torch.Tensor) -> dict[str, int]:
-    """Counts among the surviving weights: all, exactly zero, and below :data:`NEAR_ZERO`.
+    """Counts among the surviving weights: all, exactly zero, below :data:`NEAR_ZERO` and below
+    :data:`SMALL`.
 
-    >>> weight_census(torch.tensor([0.0, 1e-6, 0.5, 0.0]), torch.tensor([1.0, 1.0, 1.0, 0.0]))
-    {'weights': 3, 'exact_zeros': 1, 'near_zeros': 2}
+    >>> weight_census(torch.tensor([0.0, 1e-6, 5e-4, 0.0]), torch.tensor([1.0, 1.0, 1.0, 0.0]))
+    {'weights': 3, 'exact_zeros': 1, 'near_zeros': 2, 'small': 3}
     """
     alive = weights[mask.bool()]
     return {
         "weights": int(alive.numel()),
         "exact_zeros": int((alive == 0).sum()),
         "near_zeros": int((alive.abs() < NEAR_ZERO).sum()),
+        "small": int((alive.abs() < SMALL).sum()),
     }
 
 

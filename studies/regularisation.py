@@ -1,0 +1,392 @@
+"""Study: sparsity through regularisation, beside the papers.
+
+    topoprune study run regularisation [--quick]
+    topoprune figures --study regularisation
+
+Four parts, each a set of `topoprune prune` runs in ``runs/<model>-<method>-seed<k>/`` started
+from the seed's one dense model (``runs/<model>-dense-seed<k>/``); a finished run is skipped,
+so an interrupted study resumes where it stopped.
+
+1. **Fedorov and Rao's Table 1** (LeNet-5): ``reweighted-l1``, ``reweighted-l2``, ``focuss``
+   thresholded at the paper's per-layer kept %, with ``dns`` and ``magnitude`` (LWC) as the
+   comparison columns. Beside each affine-scaling run, a control measured in the same study: the
+   dense model pruned one-shot by magnitude to the same kept % (no re-weighting, no retraining).
+2. **Their Figure 1**: kurtosis (eq. 13) and validation error against the re-weighting iteration,
+   per layer, for the noisy initialiser (the Table's ``reweighted-l1`` run of the first seed)
+   and the greedy one (``reweighted-l1-greedy``: one layer's omega per iteration).
+3. **The lecture's claims** (LeNet-300-100 and LeNet-5): ``l2``, ``l1-subgradient`` and
+   ``l1-proximal`` at the same sparsity targets and no weight decay: zeros before the threshold,
+   error after the threshold before retraining, error after retraining.
+4. **GrOWL** on LeNet-300-100: rows removed, rows tied, compression from each, test error.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from topoprune.data import load_dataset
+from topoprune.data.images import Split
+from topoprune.errors import TopopruneError
+from topoprune.io.torch_file import load_torch_object
+from topoprune.models.zoo import build_model
+from topoprune.provenance import provenance
+from topoprune.prune.allocation import allocate
+from topoprune.prune.masks import add_masks, apply_masks, current_masks
+from topoprune.prune.methods import METHODS
+from topoprune.train.engine import TrainSettings, resolve_device
+from topoprune.train.optim import error_rate
+from topoprune.train.run import load_trained_state, prune_run
+
+from ._summary import write_study_summary
+from ._tables import mean_sd, rows_to_csv
+
+AST = ("reweighted-l1", "reweighted-l2", "focuss")
+
+# Fedorov and Rao 2018, Table 1 (LeNet-5 on MNIST): kept % per layer (conv1, conv2, fc1, fc2),
+# total kept % and test error %; the reference (dense) error is 0.86 %.
+PAPER = {
+    "reweighted-l1": {"kept": [27.8, 6, 0.7, 18.6], "total": 1.28, "error": 1.16},
+    "reweighted-l2": {"kept": [50.4, 4.9, 0.9, 4.7], "total": 1.26, "error": 1.41},
+    "focuss": {"kept": [67.6, 8.1, 1, 15], "total": 1.7, "error": 1.13},
+    "dns": {"kept": [14.2, 3.1, 0.7, 4.3], "total": 0.9, "error": 0.91},
+    "magnitude": {"kept": [66, 12, 8, 19], "total": 8, "error": 0.77},
+}
+PAPER_DENSE_ERROR = 0.86
+
+
+def _sparsity(kept: list[float]) -> tuple[float, ...]:
+    return tuple(round(1 - k / 100, 6) for k in kept)
+
+
+# Our settings per (model, method); every epoch count is measured against the 90-minute budget
+# (docs/studies/regularisation.md). The affine-scaling runs use the noisy initialiser with every
+# layer re-weighted per iteration and one epoch per iteration, the paper's Figure 1a-b setting.
+_AST_LENET5 = {"dense_epochs": 0, "iterations": 4, "iteration_epochs": 1, "update": "all",
+               "q_init": "noisy", "lr": 0.01, "weight_decay": 5e-4, "retrain_epochs": 1,
+               "retrain_lr_factor": 0.5, "schedule": "cosine"}  # fmt: skip
+_CLAIMS = {"dense_epochs": 0, "weight_decay": 0.0, "lr": 0.01, "retrain_lr_factor": 1.0,
+           "schedule": "cosine"}  # fmt: skip
+SETTINGS = {
+    ("lenet5", "dense"): {"epochs": 5, "lr": 0.05, "schedule": "cosine"},
+    **{("lenet5", m): {**_AST_LENET5, "sparsity": _sparsity(PAPER[m]["kept"])} for m in AST},
+    ("lenet5", "reweighted-l1-greedy"): {**_AST_LENET5, "q_init": "greedy", "update": "one",
+                                         "retrain_epochs": 0,
+                                         "sparsity": _sparsity(PAPER["reweighted-l1"]["kept"])},
+    ("lenet5", "dns"): {"dense_epochs": 0, "epochs": 6, "lr": 0.01, "c": (1.6, 3.8, 6.5, 3.0),
+                        "schedule": "cosine"},
+    ("lenet5", "magnitude"): {"dense_epochs": 0, "lr": 0.05, "retrain_lr_factor": 0.2,
+                              "iterations": 2, "retrain_epochs": 1,
+                              "sparsity": (0.34, 0.88, 0.92, 0.81), "schedule": "cosine"},
+    ("lenet5", "l2"): {**_CLAIMS, "epochs": 1, "lam": 5e-3, "retrain_epochs": 1,
+                       "sparsity": (0.34, 0.88, 0.92, 0.81)},
+    ("lenet5", "l1-subgradient"): {**_CLAIMS, "epochs": 1, "lam": 5e-4, "retrain_epochs": 1,
+                                   "sparsity": (0.34, 0.88, 0.92, 0.81)},
+    ("lenet5", "l1-proximal"): {**_CLAIMS, "epochs": 1, "lam": 5e-4, "retrain_epochs": 1,
+                                "sparsity": (0.34, 0.88, 0.92, 0.81)},
+    ("lenet300", "dense"): {"epochs": 10, "lr": 0.05, "schedule": "cosine"},
+    ("lenet300", "l2"): {**_CLAIMS, "epochs": 3, "lam": 5e-3, "retrain_epochs": 2,
+                         "sparsity": (0.92, 0.91, 0.74)},
+    ("lenet300", "l1-subgradient"): {**_CLAIMS, "epochs": 3, "lam": 5e-4, "retrain_epochs": 2,
+                                     "sparsity": (0.92, 0.91, 0.74)},
+    ("lenet300", "l1-proximal"): {**_CLAIMS, "epochs": 3, "lam": 5e-4, "retrain_epochs": 2,
+                                  "sparsity": (0.92, 0.91, 0.74)},
+    ("lenet300", "growl"): {"dense_epochs": 0, "epochs": 4, "retrain_epochs": 2, "lam1": (0.04,),
+                            "preference": 0.6, "schedule": "cosine"},
+    # quick mode only: the Table's methods on LeNet-300-100 (the paper has no numbers for it)
+    **{("lenet300", m): {**_AST_LENET5, "sparsity": (0.9,)} for m in AST},
+    ("lenet300", "reweighted-l1-greedy"): {**_AST_LENET5, "q_init": "greedy", "update": "one",
+                                           "retrain_epochs": 0, "sparsity": (0.9,)},
+    ("lenet300", "dns"): {"dense_epochs": 0, "epochs": 6, "lr": 0.01, "c": (5.5, 4.5, 2.5),
+                          "schedule": "cosine"},
+    ("lenet300", "magnitude"): {"dense_epochs": 0, "lr": 0.05, "retrain_lr_factor": 0.2,
+                                "iterations": 2, "retrain_epochs": 1,
+                                "sparsity": (0.92, 0.91, 0.74), "schedule": "cosine"},
+}  # fmt: skip
+
+CLAIM_METHODS = ("l2", "l1-subgradient", "l1-proximal")
+
+
+@dataclass(frozen=True)
+class Config:
+    table_model: str = "lenet5"
+    table_methods: tuple[str, ...] = (*AST, "dns", "magnitude")
+    claim_models: tuple[str, ...] = ("lenet300", "lenet5")
+    growl_model: str = "lenet300"
+    seeds: tuple[int, ...] = (0, 1, 2)
+    epoch_scale: float = 1.0  # multiplies every epoch count (at least 1 stays 1)
+    train_subset: int = 0  # quick mode: the first this many training images (0: all)
+    device: str = "auto"
+    overrides: dict = field(default_factory=dict)
+
+
+QUICK = Config(
+    table_model="lenet300",
+    claim_models=("lenet300",),
+    seeds=(0,),
+    train_subset=2000,
+    overrides={f"lenet300-{m}": {"iterations": 2} for m in (*AST, "reweighted-l1-greedy")},
+)
+
+
+def method_config(model: str, method: str, scale: float, overrides: dict):
+    values = dict(SETTINGS[(model, method)])
+    values.update(overrides.get(f"{model}-{method}", {}))
+    for key in ("dense_epochs", "epochs", "retrain_epochs", "iteration_epochs"):
+        if values.get(key):
+            values[key] = max(1, round(values[key] * scale))
+    return METHODS[_registered(method)].Config(**values)
+
+
+def _registered(method: str) -> str:
+    return method.removesuffix("-greedy")
+
+
+def run(config: Config, out: str | Path, *, progress: bool = False) -> dict:
+    """Every run of the four parts, then ``table.csv``, ``claims.csv``, ``growl.csv`` and the
+    figure data ``figure1.json``; returns the table rows."""
+    out = Path(out)
+    start = time.perf_counter()
+    origin = provenance(("topoprune", "torch", "numpy"))
+    device = resolve_device(config.device)
+    data = load_dataset("mnist")
+    if config.train_subset:
+        n = config.train_subset
+        data = replace(data, train=Split(data.train.images[:n], data.train.labels[:n]))
+    runs: dict[tuple[str, str, int], dict] = {}
+
+    def one(model: str, method: str, seed: int) -> dict:
+        if (model, method, seed) not in runs:
+            settings = TrainSettings(seed=seed, device=device, progress=progress)
+            init = None if method == "dense" else one(model, "dense", seed)["checkpoint"]
+            folder = out / "runs" / f"{model}-{method}-seed{seed}"
+            cfg = method_config(model, method, config.epoch_scale, config.overrides)
+            runs[(model, method, seed)] = prune_run(
+                model, "mnist", _registered(method), cfg, settings, folder, resume=True,
+                data=data, init=init,
+            )  # fmt: skip
+        return runs[(model, method, seed)]
+
+    for seed in config.seeds:  # part 1: the table
+        for method in config.table_methods:
+            one(config.table_model, method, seed)
+    one(config.table_model, "reweighted-l1-greedy", config.seeds[0])  # part 2: the greedy curve
+    for model in config.claim_models:  # part 3
+        for seed in config.seeds:
+            for method in CLAIM_METHODS:
+                one(model, method, seed)
+    for seed in config.seeds:  # part 4
+        one(config.growl_model, "growl", seed)
+
+    controls = _controls(runs, config, data, device)
+    table = table_rows(runs, config, controls)
+    claims = claim_rows(runs, config)
+    growl = growl_rows(runs, config)
+    figure = figure_data(runs, config)
+    (out / "table.csv").write_text(rows_to_csv(table))
+    (out / "claims.csv").write_text(rows_to_csv(claims))
+    (out / "growl.csv").write_text(rows_to_csv(growl))
+    (out / "figure1.json").write_text(json.dumps(figure, indent=1) + "\n")
+    wall = time.perf_counter() - start
+    write_study_summary(out / "summary.json", {
+        "table": table, "claims": claims, "growl": growl, "config": asdict(config),
+        "settings": {f"{m}-{k}": _plain(v) for (m, k), v in SETTINGS.items()},
+        "paper": PAPER, "wall_seconds": wall, "device": device, "provenance": origin,
+    })  # fmt: skip
+    return {"rows": table, "wall_seconds": wall}
+
+
+def _plain(value):
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in value.items()}
+
+
+def _controls(runs: dict, config: Config, data, device: str) -> dict:
+    """Per affine-scaling run: the dense model of its seed pruned one-shot by magnitude to the same
+    per-layer kept fractions, evaluated without any training (what re-weighting adds)."""
+    out = {}
+    for (model, method, seed), summary in runs.items():
+        if method not in AST:
+            continue
+        dense = runs[(model, "dense", seed)]["checkpoint"]
+        net = add_masks(build_model(model, data.num_classes))
+        load_trained_state(net, dense)
+        weights = {n: m.weight_orig.detach().abs() for n, m in net.named_modules()
+                   if hasattr(m, "weight_mask")}  # fmt: skip
+        goal = {n: 1 - summary["kept_percent"][n] / 100 for n in weights}
+        apply_masks(net, allocate(weights, current_masks(net), goal))
+        out[(model, method, seed)] = error_rate(net.to(device), data.test, device)
+    return out
+
+
+def _total_kept(summary: dict) -> float:
+    return 100 / summary["compression"]
+
+
+def table_rows(runs: dict, config: Config, controls: dict) -> list[dict]:
+    """One row per table method: mean +- std over seeds beside the paper's Table 1."""
+    rows = []
+    for method in config.table_methods:
+        group = [(s, runs[(config.table_model, method, s)]) for s in config.seeds]
+        summaries = [r for _, r in group]
+        error = [100 * r["test_error"] for r in summaries]
+        kept = [_total_kept(r) for r in summaries]
+        per_layer = np.mean([list(r["kept_percent"].values()) for r in summaries], axis=0)
+        before = [100 * r["stage_test_errors"].get("threshold", np.nan) for r in summaries]
+        control = [100 * controls[(config.table_model, method, s)] for s, _ in group
+                   if (config.table_model, method, s) in controls]  # fmt: skip
+        paper = PAPER.get(method, {}) if config.table_model == "lenet5" else {}
+        rows.append({
+            "model": config.table_model, "method": method, "seeds": len(summaries),
+            "kept_percent": round(float(np.mean(kept)), 3),
+            "test_error_mean": round(float(np.mean(error)), 3),
+            "test_error_std": round(float(np.std(error)), 3),
+            "dense_error": mean_sd([100 * r["dense_test_error"] for r in summaries]),
+            "error_before_retraining": mean_sd(before),
+            "control_one_shot_error": mean_sd(control),
+            "kept_percent_per_layer": "/".join(f"{v:.1f}" for v in per_layer),
+            "paper_kept_percent": paper.get("total", ""),
+            "paper_kept_percent_per_layer": "/".join(str(v) for v in paper.get("kept", [])),
+            "paper_test_error": paper.get("error", ""),
+            "paper_dense_error": PAPER_DENSE_ERROR if paper else "",
+            "kept_within_1.5x": _within(np.mean(kept), paper.get("total"), 1.5),
+            "error_within_0.2": _within_points(np.mean(error), paper.get("error"), 0.2),
+        })  # fmt: skip
+    return rows
+
+
+def _within(value: float, reference: float | None, factor: float):
+    if not reference:
+        return ""
+    return bool(reference / factor <= value <= reference * factor)
+
+
+def _within_points(value: float, reference: float | None, points: float):
+    if reference is None:
+        return ""
+    return bool(abs(value - reference) <= points)
+
+
+def claim_rows(runs: dict, config: Config) -> list[dict]:
+    """Per (model, method) of part 3: zeros before the threshold, errors before and after
+    retraining."""
+    rows = []
+    for model in config.claim_models:
+        for method in CLAIM_METHODS:
+            summaries = [runs[(model, method, s)] for s in config.seeds]
+            census = [r["report"]["before_threshold"] for r in summaries]
+            total = [sum(c["weights"] for c in layers.values()) for layers in census]
+
+            def share(key: str, census=census, total=total) -> str:
+                values = [100 * sum(c[key] for c in layers.values()) / n
+                          for layers, n in zip(census, total)]  # fmt: skip
+                return mean_sd(values, 4)
+
+            rows.append({
+                "model": model, "method": method, "seeds": len(summaries),
+                "lam": summaries[0]["config"]["lam"],
+                "kept_percent": round(float(np.mean([_total_kept(r) for r in summaries])), 3),
+                "exact_zero_percent": share("exact_zeros"),
+                "below_1e-4_percent": share("near_zeros"),
+                "below_1e-3_percent": share("small"),
+                "dense_error": mean_sd([100 * r["dense_test_error"] for r in summaries]),
+                "error_before_retraining": mean_sd(
+                    [100 * r["stage_test_errors"]["threshold"] for r in summaries]),
+                "test_error_mean": round(float(np.mean(
+                    [100 * r["test_error"] for r in summaries])), 3),
+                "test_error_std": round(float(np.std(
+                    [100 * r["test_error"] for r in summaries])), 3),
+            })  # fmt: skip
+    return rows
+
+
+def growl_rows(runs: dict, config: Config) -> list[dict]:
+    rows = []
+    for seed in config.seeds:
+        r = runs[(config.growl_model, "growl", seed)]
+        report = r["report"]
+        layers = report.get("layers", {})
+        rows.append({
+            "model": config.growl_model, "method": "growl", "seed": seed,
+            "rows_removed": sum(v["removed"] for v in layers.values()),
+            "rows_tied": sum(v["tied_rows"] for v in layers.values()),
+            "rows": sum(v["rows"] for v in layers.values()),
+            "compression_removed": round(report.get("compression_removed", np.nan), 3),
+            "compression_tied": round(report.get("compression_tied", np.nan), 3),
+            "dense_error": round(100 * r["dense_test_error"], 3),
+            "error_after_growl": round(100 * r["stage_test_errors"].get("growl", np.nan), 3),
+            "test_error": round(100 * r["test_error"], 3),
+        })  # fmt: skip
+    return rows
+
+
+def _validation_by_stage(checkpoint: str) -> dict[str, float]:
+    """The validation error at the end of every stage of a run, from its checkpoint's history."""
+    history = load_torch_object(Path(checkpoint))["extra"]["history"]
+    out = {}
+    for record in history:
+        if "val_error" in record:
+            out[record["stage"]] = record["val_error"]
+    return out
+
+
+def figure_data(runs: dict, config: Config) -> dict:
+    """Figure 1: per initialiser, kurtosis per layer and validation error per iteration."""
+    seed, model = config.seeds[0], config.table_model
+    dense_val = _validation_by_stage(runs[(model, "dense", seed)]["checkpoint"]).get("dense")
+    curves = {}
+    for label, method in (("noisy", "reweighted-l1"), ("greedy", "reweighted-l1-greedy")):
+        summary = runs.get((model, method, seed))
+        if summary is None:
+            continue
+        val = _validation_by_stage(summary["checkpoint"])
+        kurt = summary["report"]["kurtosis"]
+        curves[label] = {
+            "method": method, "seed": seed, "update": summary["config"]["update"],
+            "iterations": [k["iteration"] for k in kurt],
+            "kurtosis": {n: [k[n] for k in kurt] for n in summary["pruned_layers"]},
+            "val_error": [dense_val if k["iteration"] == 0 else val.get(f"reweight{k['iteration']}")
+                          for k in kurt],
+        }  # fmt: skip
+    return {"model": model, "curves": curves}
+
+
+def figures(results: str | Path, out: str | Path) -> list[Path]:
+    """Figure 1 of Fedorov and Rao: validation error and kurtosis per re-weighting iteration, for
+    the noisy and the greedy initialiser, drawn from ``figure1.json``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(results) / "figure1.json"
+    if not path.exists():
+        raise TopopruneError(f"{path} does not exist: run `topoprune study run regularisation`")
+    data = json.loads(path.read_text())
+    curves = data["curves"]
+    fig, axes = plt.subplots(2, len(curves), figsize=(4.2 * len(curves), 6), squeeze=False)
+    for column, (label, curve) in enumerate(curves.items()):
+        t = curve["iterations"]
+        error = [100 * v if v is not None else np.nan for v in curve["val_error"]]
+        axes[0][column].plot(t, error, marker="o")
+        axes[0][column].set(
+            title=f"{label} q ({curve['update']} layers per iteration)",
+            xlabel="re-weighting iteration t",
+            ylabel="validation error %",
+        )
+        for layer, values in curve["kurtosis"].items():
+            axes[1][column].plot(t, values, marker="o", label=f"layer {layer}")
+        axes[1][column].set(xlabel="re-weighting iteration t", ylabel="kurtosis (eq. 13)",
+                            yscale="log")  # fmt: skip
+        axes[1][column].legend(fontsize=7)
+    fig.suptitle(f"{data['model']}: reweighted-l1, seed {next(iter(curves.values()))['seed']}")
+    fig.tight_layout()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    target = out / "figure1-kurtosis-error.png"
+    fig.savefig(target, dpi=110)
+    plt.close(fig)
+    return [target]
