@@ -30,3 +30,19 @@ def mean_sd(values: Sequence[float | None], digits: int = 2) -> str:
     if len(finite) == 1:
         return f"{finite[0]:.{digits}f}"
     return f"{np.mean(finite):.{digits}f} +- {np.std(finite):.{digits}f}"
+
+
+def rows_to_markdown(rows: list[dict], columns: Sequence[str] | None = None) -> str:
+    """A Markdown table of dict rows (the columns default to the first row's keys).
+
+    >>> print(rows_to_markdown([{"method": "l1", "error": 1.5}]), end="")
+    | method | error |
+    |---|---|
+    | l1 | 1.5 |
+    """
+    if not rows:
+        return ""
+    columns = list(rows[0]) if columns is None else list(columns)
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(str(r.get(c, "")) for c in columns) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
