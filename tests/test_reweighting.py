@@ -40,7 +40,7 @@ def explicit_q(layer_lr: bool) -> torch.Tensor:
     omega = omega_l1(theta0, TAU)
     q = nn.Parameter(theta0 / omega)
     bias = model[0].bias
-    scale = 1 / float(omega.square().mean()) if layer_lr else 1.0
+    scale = 1 / float(omega.square().max()) if layer_lr else 1.0
     optimizer = torch.optim.SGD(
         [{"params": [q], "lr": LR * scale}, {"params": [bias], "lr": LR}],
         lr=LR,

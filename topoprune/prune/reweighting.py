@@ -21,9 +21,11 @@ small weights (whose loss gradient ``omega^2`` mutes) to zero. Only SGD has this
 these methods take ``--optimizer sgd``.
 
 Step size: the minimiser of (6) does not change when a layer's ``omega`` is multiplied by a
-constant, but SGD's steps do (by its square). ``--layer-lr`` (on by default, our choice: the paper
-does not say) divides each layer's step by ``mean(omega^2)``, so that in every layer the average
-weight moves at ``--lr``; it is SGD on ``q`` with one learning rate per layer.
+constant, but SGD's steps do (by its square): a weight's step is ``omega^2`` times its plain
+gradient step. ``--layer-lr`` (on by default, our choice: the paper does not say) divides each
+layer's step by ``max(omega^2)``, so that in every layer the largest weight moves at ``--lr`` and
+smaller ones slower (dividing by the mean instead lets the largest weights step tens of times
+``--lr`` and diverged on LeNet-5); it is SGD on ``q`` with one learning rate per layer.
 
 Initialising ``q`` (section 2.3): ``noisy`` is eq. 11, ``q = theta / omega + v`` with
 ``v ~ N(0, sigma^2)``; ``greedy`` keeps ``q`` from the last iteration (``theta`` becomes
@@ -116,7 +118,7 @@ class ReweightConfig(ThresholdConfig):
                     low=0, low_open=True)  # fmt: skip
     tau_decay: float = hp("tau of iteration t = tau x tau_decay^(t-1)", 1.0, low=0, high=1,
                           low_open=True)  # fmt: skip
-    layer_lr: bool = hp("divide each layer's step by mean(omega^2) (see the module docstring)",
+    layer_lr: bool = hp("divide each layer's step by max(omega^2) (see the module docstring)",
                         True)  # fmt: skip
     layerwise: bool = hp("threshold and retrain one layer after another (the paper's LWC)", False)
 
@@ -191,7 +193,7 @@ class AffineScaling(ThresholdMethod):
             theta.mul_(modules[name].weight_mask)
             ms["omega"][name] = new.clone()
         ms["step_scale"] = {
-            n: (1.0 / float(o.square().mean()) if c.layer_lr else 1.0)
+            n: (1.0 / float(o.square().max()) if c.layer_lr else 1.0)
             for n, o in ms["omega"].items()
         }
 
