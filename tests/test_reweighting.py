@@ -33,27 +33,31 @@ def start() -> nn.Sequential:
     return nn.Sequential(nn.Linear(4, 3))
 
 
-def explicit_q(layer_lr: bool) -> torch.Tensor:
-    """SGD on q itself (momentum, weight decay on q), theta = q * omega, omega from theta^0."""
+def explicit_q(layer_lr: bool, iterations: int = 1, epochs: int = 2) -> torch.Tensor:
+    """SGD on q itself (momentum, weight decay on q), theta = q * omega; each iteration a fresh
+    optimizer and omega from the last theta, q kept (the greedy initialiser; sigma 0)."""
     model = start()
-    theta0 = model[0].weight.detach().clone()
-    omega = omega_l1(theta0, TAU)
-    q = nn.Parameter(theta0 / omega)
+    theta = model[0].weight.detach().clone()
     bias = model[0].bias
-    scale = 1 / float(omega.square().max()) if layer_lr else 1.0
-    optimizer = torch.optim.SGD(
-        [{"params": [q], "lr": LR * scale}, {"params": [bias], "lr": LR}],
-        lr=LR,
-        momentum=MOMENTUM,
-        weight_decay=WD,
-    )
-    for _ in range(2):
-        for x, y in data():
-            optimizer.zero_grad()
-            loss = nn.functional.cross_entropy(x @ (q * omega).T + bias, y)
-            loss.backward()
-            optimizer.step()
-    return (q * omega).detach()
+    q = theta / omega_l1(theta, TAU)  # iteration 1: eq. 11 with v = 0
+    for _ in range(iterations):
+        omega = omega_l1(theta, TAU)
+        q = nn.Parameter(q.detach().clone())
+        scale = 1 / float(omega.square().max()) if layer_lr else 1.0
+        optimizer = torch.optim.SGD(
+            [{"params": [q], "lr": LR * scale}, {"params": [bias], "lr": LR}],
+            lr=LR,
+            momentum=MOMENTUM,
+            weight_decay=WD,
+        )
+        for _ in range(epochs):
+            for x, y in data():
+                optimizer.zero_grad()
+                loss = nn.functional.cross_entropy(x @ (q * omega).T + bias, y)
+                loss.backward()
+                optimizer.step()
+        theta = (q * omega).detach()  # eq. 7
+    return theta
 
 
 @pytest.mark.parametrize("layer_lr", [False, True])
@@ -69,6 +73,43 @@ def test_training_theta_is_sgd_on_q(layer_lr):
     kurt = summary["report"]["kurtosis"]
     assert [k["iteration"] for k in kurt] == [0, 1]
     assert kurt[0]["0"] == pytest.approx(kurtosis(start()[0].weight))
+
+
+def test_greedy_iterations_keep_q_and_recompute_omega():
+    config = ReweightedL1Config(
+        dense_epochs=0, iterations=3, iteration_epochs=1, retrain_epochs=0, sparsity=(0.0,),
+        sigma=0.0, tau=TAU, lr=LR, momentum=MOMENTUM, weight_decay=WD, update="all",
+        q_init="greedy", layer_lr=True,
+    )  # fmt: skip
+    model, _ = prune_model(start(), "reweighted-l1", config, train=data())
+    expected = explicit_q(True, iterations=3, epochs=1)
+    assert torch.allclose(model[0].weight_orig.detach(), expected, atol=1e-5)
+
+
+def test_a_run_cut_inside_an_iteration_resumes_bit_identical(tmp_path, monkeypatch):
+    import topoprune.train.run as run_module
+
+    config = ReweightedL2Config(
+        dense_epochs=0, iterations=2, iteration_epochs=2, retrain_epochs=1, sparsity=(0.5,),
+        update="one", q_init="noisy", lr=0.1,
+    )  # fmt: skip
+    full, _ = prune_model(start(), "reweighted-l2", config, train=data(), out=tmp_path / "full")
+    real_save, calls = run_module.save_network, {"n": 0}
+
+    def save_then_die(*args, **kwargs):
+        real_save(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 5:  # saves: dense end, 2 epochs + end of iteration 1, epoch 1 of 2
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_module, "save_network", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        prune_model(start(), "reweighted-l2", config, train=data(), out=tmp_path / "cut")
+    monkeypatch.setattr(run_module, "save_network", real_save)
+    cut, _ = prune_model(
+        start(), "reweighted-l2", config, train=data(), out=tmp_path / "cut", resume=True
+    )
+    assert torch.equal(full[0].weight_orig, cut[0].weight_orig)
 
 
 def test_iterations_log_kurtosis_and_threshold_census():

@@ -25,13 +25,16 @@ def rows(path):
 
 def test_table_has_the_issue_columns_and_every_method(quick):
     out, _ = quick
-    table = rows(out / "table.csv")
+    every = rows(out / "table.csv")
+    for column in ("model", "method", "seeds", "kept_percent", "test_error_mean",
+                   "test_error_std", "kept_percent_per_layer", "paper_kept_percent"):  # fmt: skip
+        assert column in every[0]
+    assert {r["part"] for r in every} == {"table1", "control", "claims", "growl", "figure1"}
+    assert len(every) == len({(r["model"], r["method"]) for r in every}) == 13
+    table = rows(out / "table1.csv")
     assert [r["method"] for r in table] == [
         "reweighted-l1", "reweighted-l2", "focuss", "dns", "magnitude"
     ]  # fmt: skip
-    for column in ("model", "method", "seeds", "kept_percent", "test_error_mean",
-                   "test_error_std", "kept_percent_per_layer", "paper_kept_percent"):  # fmt: skip
-        assert column in table[0]
     ast = {r["method"]: r for r in table[:3]}
     for row in ast.values():  # thresholded at the given target: 10 % kept in every layer
         assert row["kept_percent_per_layer"] == "10.0/10.0/10.0"
@@ -66,7 +69,7 @@ def test_figure_data_and_figure(quick, tmp_path):
 def test_growl_and_summary(quick, capsys):
     out, command = quick
     growl = rows(out / "growl.csv")
-    assert len(growl) == 1 and int(growl[0]["rows"]) == 410
+    assert len(growl) == 1 and int(growl[0]["rows"]) == 400  # the output layer stays dense
     summary = json.loads((out / "summary.json").read_text())
     assert "git_revision" in summary["provenance"]
     assert summary["paper"]["focuss"]["total"] == 1.7

@@ -33,8 +33,9 @@ Choices and where this module differs from the paper and the authors' code
 (github.com/Dejiao2018/GrOWL, TensorFlow):
 
 - **Groups.** A group is a row of PyTorch's weight, shape ``(out, in)``: the *incoming* weights of
-  one output unit, so removing a row removes a unit (and tying rows makes units compute the same
-  pre-activation, up to their biases, which are not tied). The paper and its code group by the
+  one output unit, so removing a row silences the unit's inputs (its bias still trains, so it
+  passes a constant on; tying rows makes units compute the same pre-activation up to their
+  biases, which are not tied). The paper and its code group by the
   rows of TensorFlow's ``(in, out)`` matrix: the *outgoing* weights of an input neuron (removing
   it removes an input feature or a hidden unit's fan-out). Convolutions use their flattened
   filters ``(out, in x kh x kw)`` as rows (the authors' code offers several reshapings, by input
@@ -57,10 +58,11 @@ Choices and where this module differs from the paper and the authors' code
   1 ties none). Their code calls scikit-learn (damping 0.5, 200 iterations, 15 iterations without
   change to converge, a tiny random jitter to break ties); :func:`affinity_propagation` here is
   a small numpy implementation of the same message passing with the same settings and a fixed
-  jitter, so the clusters are deterministic; when it does not converge no row is tied (reported).
-  The issue's wording, "rows whose norms fall in one cluster", is read as rows that GrOWL made
-  alike: the prox ties row *norms* (equal PAV blocks; counted in the report as
-  ``equal_norm_groups``), but tying rows of equal norm and different direction to their mean
+  jitter, so the clusters are deterministic (scikit-learn's final exemplar-refinement pass is
+  left out); when it does not converge no row is tied (reported).
+  "Rows whose norms fall in one cluster" is read as rows that GrOWL made alike: the prox ties row
+  *norms* (equal PAV blocks; the report's ``equal_norm_groups`` counts the distinct norms,
+  singletons included), but tying rows of equal norm and different direction to their mean
   would destroy them, so the clusters are found on whole rows as the authors do.
 - **Tying during retraining.** The authors' code averages each cluster once per epoch during
   retraining (between epochs the tied rows drift apart); here the tying is exact at every step.

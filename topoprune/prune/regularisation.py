@@ -2,7 +2,8 @@
 
 Five registered methods share the tail of :class:`~topoprune.prune.threshold.ThresholdMethod`
 (``threshold``: the census of exact and near zeros goes to the run's ``report``, then each layer
-keeps its largest ``1 - sparsity`` share; ``retrain`` with the masks fixed and no regulariser).
+keeps its largest ``1 - sparsity`` share, or with ``--quality`` the weights above quality x the
+std of its surviving weights; ``retrain`` with the masks fixed and no regulariser).
 Before it, ``dense_epochs`` of plain training (stage ``dense``) and ``epochs`` of regularised
 training (stage ``regularised``, or ``topk`` for l0) on the weights of the pruned layers:
 

@@ -10,31 +10,32 @@ omega`` (eq. 7) and ``omega`` is recomputed:
   Yin 2008) by ``--tau-decay`` per iteration;
 - ``focuss`` (eq. 10): ``omega = |theta|^(2 - p) + tau``.
 
-How ``q`` is trained. With ``omega`` fixed, SGD on ``q`` (momentum ``mu``, weight decay ``wd``
-on ``q``) moves ``theta = q * omega`` exactly as SGD on ``theta`` whose gradient is
-``omega^2 * grad + wd * theta`` (the momentum buffers map by ``v_theta = omega * v_q``). The
-methods train ``theta`` with that gradient (an ``after_backward`` hook), so checkpoints, masks
-and the analysis tools see ``theta`` throughout; ``tests/test_reweighting.py`` checks the
-trajectory against an explicit ``q`` parameter. Weight decay on ``q`` is the FOCUSS penalty
-``wd/2 sum (theta / omega)^2`` in ``theta``; with ``lambda = 0`` in eq. 5 it is what pulls the
-small weights (whose loss gradient ``omega^2`` mutes) to zero. Only SGD has this equivalence, so
-these methods take ``--optimizer sgd``.
+How ``q`` is trained. With ``omega`` fixed, SGD on ``q`` (momentum ``mu``, weight decay ``wd`` on
+``q``) moves ``theta = q * omega`` exactly as SGD on ``theta`` whose gradient is ``omega^2 * grad +
+wd * theta`` (the momentum buffers map by ``v_theta = omega * v_q``). The methods train ``theta``
+with that gradient (an ``after_backward`` hook), so checkpoints, masks and the analysis tools see
+``theta`` throughout; ``tests/test_reweighting.py`` checks the trajectory against an explicit ``q``
+parameter. Weight decay on ``q`` is the FOCUSS penalty ``wd/2 sum (theta / omega)^2`` in ``theta``;
+with ``lambda = 0`` in eq. 5 it is what pulls the small weights (whose loss gradient ``omega^2``
+mutes) to zero. Only SGD has this equivalence, so these methods take ``--optimizer sgd``.
 
-Step size: the minimiser of (6) does not change when a layer's ``omega`` is multiplied by a
-constant, but SGD's steps do (by its square): a weight's step is ``omega^2`` times its plain
-gradient step. ``--layer-lr`` (on by default, our choice: the paper does not say) divides each
-layer's step by ``max(omega^2)``, so that in every layer the largest weight moves at ``--lr`` and
-smaller ones slower (dividing by the mean instead lets the largest weights step tens of times
+Step size: the minimiser of (6) (of ``f`` alone) does not change when a layer's ``omega`` is
+multiplied by a constant, but SGD's steps do (by its square): a weight's step is ``omega^2`` times
+its plain gradient step. ``--layer-lr`` (on by default, our choice: the paper does not say) divides
+each layer's step by ``max(omega^2)``, so that in every layer the largest weight moves at ``--lr``
+and smaller ones slower (dividing by the mean instead lets the largest weights step tens of times
 ``--lr`` and diverged on LeNet-5); it is SGD on ``q`` with one learning rate per layer.
 
-Initialising ``q`` (section 2.3): ``noisy`` is eq. 11, ``q = theta / omega + v`` with
-``v ~ N(0, sigma^2)``; ``greedy`` keeps ``q`` from the last iteration (``theta`` becomes
-``theta * omega_new / omega_old``). Greedy has no ``q^0``: its first iteration starts from eq. 11
-too. ``--update one`` recomputes ``omega`` of one layer per iteration, in turn (the paper's
-greedy runs); ``all`` of every layer. Then each layer is thresholded and the network retrained
-(LWC on the result, section 2.3), all layers at once or, with ``--layerwise``, one layer after
-another with retraining in between. The kurtosis (eq. 13) of every layer's weights before the
-first and after every iteration is in the run's report.
+Initialising ``q`` (section 2.3): ``noisy`` is eq. 11, ``q = theta / omega + v`` with ``v ~ N(0,
+sigma^2)``; ``greedy`` keeps ``q`` from the last iteration (``theta`` becomes ``theta * omega_new /
+omega_old``). Greedy has no ``q^0``: its first iteration starts from eq. 11 too. ``--update one``
+recomputes ``omega`` of every layer at the first iteration and then of one layer per iteration, in
+turn (the paper's greedy runs update one layer per iteration; with 8 iterations on LeNet-5's 4
+layers its footnote counts two updates per layer, ours give three to the first three layers and two
+to the last); ``all`` of every layer. Then each layer is thresholded and the network retrained (LWC
+on the result, section 2.3), all layers at once or, with ``--layerwise``, one layer after another
+with retraining in between. The kurtosis (eq. 13) of every layer's weights before the first and
+after every iteration is in the run's report.
 """
 
 from __future__ import annotations
@@ -99,8 +100,8 @@ class ReweightConfig(ThresholdConfig):
     """Shared hyper-parameters of the affine-scaling methods."""
 
     dense_epochs: int = hp("epochs of plain training before re-weighting (theta^0)", 10, low=0)
-    lr: float = hp("learning rate of q (with --layer-lr: of the average weight)", 0.01, low=0,
-                   low_open=True)  # fmt: skip
+    lr: float = hp("learning rate of q (with --layer-lr: of each layer's largest weight)", 0.01,
+                   low=0, low_open=True)  # fmt: skip
     iterations: int = hp("re-weighting iterations t of Algorithm 1", 8, low=1)
     iteration_epochs: int = hp("SGD epochs solving (6) in each iteration", 1, low=0)
     q_init: str = hp(
@@ -179,19 +180,21 @@ class AffineScaling(ThresholdMethod):
         # psi^0 of every layer at t = 1; then, with --update one, one layer's per iteration
         turn = self.names[(t - 2) % len(self.names)]
         names = self.names if c.update == "all" or t == 1 else [turn]
-        generator = ctx.generator(t)
         tau = self.tau_at(t)
         for name in names:
             theta = modules[name].weight_orig
             old = ms["omega"].get(name)
             new = self.omega(theta, tau)
             if c.q_init == "greedy" and old is not None:
-                theta.mul_(new / old)  # q kept: theta = q * omega_new with q = theta / omega_old
-            else:
-                noise = torch.randn(theta.shape, generator=generator).to(theta.device)
-                theta.add_(new * noise * c.sigma)  # eq. 11: q = theta / omega + v
-            theta.mul_(modules[name].weight_mask)
+                # q kept: theta = q * omega_new with q = theta / omega_old
+                theta.mul_(new / old.to(theta.device)).mul_(modules[name].weight_mask)
             ms["omega"][name] = new.clone()
+        if c.q_init == "noisy" or t == 1:  # eq. 11 on all of q (greedy has no q^0 to keep)
+            generator = ctx.generator(t)
+            for name in self.names:
+                theta, omega = modules[name].weight_orig, ms["omega"][name].to(theta.device)
+                noise = torch.randn(theta.shape, generator=generator).to(theta.device)
+                theta.add_(omega * noise * c.sigma).mul_(modules[name].weight_mask)
         ms["step_scale"] = {
             n: (1.0 / float(o.square().max()) if c.layer_lr else 1.0)
             for n, o in ms["omega"].items()
@@ -213,6 +216,8 @@ class AffineScaling(ThresholdMethod):
                 param.grad.add_(param, alpha=wd)  # plain SGD weight decay on everything else
                 continue
             omega = ms["omega"][name]
+            if omega.device != param.device:  # a resumed run loads its state on the CPU
+                omega = ms["omega"][name] = omega.to(param.device)
             param.grad.mul_(omega.square()).add_(param, alpha=wd).mul_(ms["step_scale"][name])
 
     def _kurtosis(self, ctx: Context) -> dict[str, float]:

@@ -1,10 +1,10 @@
 """The training engine: runs a method's stages with its hooks, checkpoints, exact resume.
 
-Each step: forward, the loss (plus the stage's ``loss_term``), backward, pruned gradients zeroed,
-``after_backward``, the optimizer's step, pruned weights held at zero, ``after_step`` (and, when a
-hook changed masks, the optimizer state of newly pruned weights zeroed). Data order depends only
-on (seed, stage, epoch) and every random decision of a method on (seed, step), so a run resumed
-from its last checkpoint reaches the same weights as an uninterrupted one.
+Each step: forward, the loss (plus the stage's ``loss_term``), backward, ``after_backward`` (which
+sees every gradient), pruned gradients zeroed, the optimizer's step, pruned weights held at zero,
+``after_step`` (and, when a hook changed masks, the optimizer state of newly pruned weights zeroed).
+Data order depends only on (seed, stage, epoch) and every random decision of a method on (seed,
+step), so a run resumed from its last checkpoint reaches the same weights as an uninterrupted one.
 """
 
 from __future__ import annotations
