@@ -372,3 +372,12 @@ def test_regrow_gives_pruned_connections_back(small, tmp_path):
                   data=small, regrow="zero")  # fmt: skip
     with pytest.raises(TopopruneError, match="regrow must be one of zero, small"):
         regrow_connections(model, "large", seed=0)
+
+
+def test_a_checkpoint_starts_a_run_that_leaves_some_layers_dense(small, tmp_path):
+    config = DNSConfig(dense_epochs=1, epochs=1, c=(1.0, 1.0, 0.5), gamma=1e-3)
+    summary = prune_run("lenet300", "mnist", "dns", config, SETTINGS, tmp_path / "d", data=small)
+    path = tmp_path / "d" / "checkpoint.pt"
+    model = add_masks(build_model("lenet300", 10), names=["1", "3"])  # layer 5 left dense
+    load_trained_state(model, path)
+    assert error_rate(model, small.test) == summary["test_error"]  # W * M became layer 5's W

@@ -116,7 +116,11 @@ def load_trained_state(model: torch.nn.Module, path: str | Path) -> dict:
     extra = obj.get("extra", {}) if is_topoprune_checkpoint(obj) else {}
     if "model_state" not in extra:
         raise TopopruneError(f"{path}: not a topoprune training checkpoint; cannot start from it")
-    own, theirs = model.state_dict(), extra["model_state"]
+    own, theirs = model.state_dict(), dict(extra["model_state"])
+    for key in [k for k in theirs if k.endswith(".weight_orig")]:
+        layer = key.removesuffix("_orig")
+        if layer in own and key not in own:  # masked there, dense here (--dense-layers)
+            theirs[layer] = theirs.pop(key) * theirs.pop(f"{layer}_mask")
     if set(own) != set(theirs) or any(own[k].shape != theirs[k].shape for k in own):
         found = obj.get("metadata", {}).get("model", "another architecture")
         raise TopopruneError(f"{path}: written for {found}; cannot start this model from it")
