@@ -436,7 +436,8 @@ def figures(results: str | Path, out: str | Path) -> list[Path]:
         error = [100 * v if v is not None else np.nan for v in curve["val_error"]]
         axes[0][column].plot(t, error, marker="o")
         axes[0][column].set(
-            title=f"{label} q ({curve['update']} layers per iteration)",
+            title=f"{label} q, omega of {'every' if curve['update'] == 'all' else 'one'} layer"
+            " per iteration",
             xlabel="re-weighting iteration t",
             ylabel="validation error %",
         )
