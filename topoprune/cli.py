@@ -474,12 +474,13 @@ def _prune(args: argparse.Namespace) -> int:
 def _methods(args: argparse.Namespace) -> int:
     from topoprune.prune.methods import METHODS
 
+    width = max(len(name) for name in METHODS)
     for name in METHODS:
         method = METHODS[name]
         line = (method.__doc__ or "").strip().splitlines()[0]
-        print(f"{name:<12} {line}")
+        print(f"{name:<{width}} {line}")
         if method.paper and method.paper != "-":
-            print(f"{'':<12} {method.paper}")
+            print(f"{'':<{width}} {method.paper}")
     print("flags of one method: topoprune prune --method NAME --help", file=sys.stderr)
     return 0
 
