@@ -217,14 +217,10 @@ def run(config: Config, out: str | Path, *, progress: bool = False) -> dict:
     wall = time.perf_counter() - start
     write_study_summary(out / "summary.json", {
         "table": table, "claims": claims, "growl": growl, "config": asdict(config),
-        "settings": {f"{m}-{k}": _plain(v) for (m, k), v in SETTINGS.items()},
+        "settings": {f"{m}-{k}": v for (m, k), v in SETTINGS.items()},
         "paper": PAPER, "wall_seconds": wall, "device": device, "provenance": origin,
     })  # fmt: skip
     return {"rows": table, "wall_seconds": wall}
-
-
-def _plain(value):
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in value.items()}
 
 
 def _controls(runs: dict, config: Config, data, device: str) -> dict:

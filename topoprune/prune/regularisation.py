@@ -143,8 +143,18 @@ class RegularisedMethod(ThresholdMethod):
         return [c.stage("dense", c.dense_epochs), c.stage("regularised", c.epochs, **self.hooks())]
 
 
+class PenaltyMethod(RegularisedMethod):
+    """Base of the methods whose regulariser is a term of the loss (:meth:`penalty`)."""
+
+    def penalty(self, ctx: Context) -> torch.Tensor:
+        raise NotImplementedError
+
+    def hooks(self) -> dict:
+        return {"loss_term": self.penalty}
+
+
 @METHODS.register("l2")
-class L2Penalty(RegularisedMethod):
+class L2Penalty(PenaltyMethod):
     """Train with an l2 penalty on the weights, prune the smallest, retrain."""
 
     Config = L2Config
@@ -157,12 +167,9 @@ class L2Penalty(RegularisedMethod):
         """``(lam / 2) sum ||W||^2`` over the pruned layers."""
         return 0.5 * self.config.lam * sum(w.pow(2).sum() for w in _weights(ctx))
 
-    def hooks(self) -> dict:
-        return {"loss_term": self.penalty}
-
 
 @METHODS.register("l1-subgradient")
-class L1Subgradient(RegularisedMethod):
+class L1Subgradient(PenaltyMethod):
     """Train with an l1 penalty by subgradient steps (near zeros, not exact), prune, retrain."""
 
     Config = L1Config
@@ -174,9 +181,6 @@ class L1Subgradient(RegularisedMethod):
     def penalty(self, ctx: Context) -> torch.Tensor:
         """``lam sum |W|`` over the pruned layers; its gradient is ``lam sign(W)`` (0 at 0)."""
         return self.config.lam * sum(w.abs().sum() for w in _weights(ctx))
-
-    def hooks(self) -> dict:
-        return {"loss_term": self.penalty}
 
 
 class ProximalMethod(RegularisedMethod):

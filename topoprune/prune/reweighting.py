@@ -136,6 +136,7 @@ class AffineScaling(ThresholdMethod):
     """Base of the AST methods; subclasses define :meth:`omega`."""
 
     Config = ReweightConfig
+    _steps: dict[int, tuple[torch.Tensor, float]] | None = None  # cache of _step_factors
 
     def omega(self, theta: torch.Tensor, tau: float) -> torch.Tensor:
         raise NotImplementedError
@@ -195,30 +196,35 @@ class AffineScaling(ThresholdMethod):
                 theta, omega = modules[name].weight_orig, ms["omega"][name].to(theta.device)
                 noise = torch.randn(theta.shape, generator=generator).to(theta.device)
                 theta.add_(omega * noise * c.sigma).mul_(modules[name].weight_mask)
-        ms["step_scale"] = {
-            n: (1.0 / float(o.square().max()) if c.layer_lr else 1.0)
-            for n, o in ms["omega"].items()
-        }
+        self._steps = None  # omega changed: rebuild the per-step factors
+
+    def _step_factors(self, ctx: Context) -> dict[int, tuple[torch.Tensor, float]]:
+        """Per reparametrised weight (by ``id``): ``omega^2`` and the layer's step scale ``s``,
+        derived from ``method_state["omega"]`` once per iteration (or after a resume), not every
+        step."""
+        if self._steps is None:
+            self._steps = {}
+            omegas, layer_lr = ctx.state.method_state["omega"], self.config.layer_lr
+            for name, module in ctx.pruned_modules():
+                if name in omegas:
+                    # a resumed run loads its state on the CPU
+                    square = omegas[name].to(module.weight_orig.device).square()
+                    scale = 1.0 / float(square.max()) if layer_lr else 1.0
+                    self._steps[id(module.weight_orig)] = (square, scale)
+        return self._steps
 
     @torch.no_grad()
     def _precondition(self, ctx: Context) -> None:
         """The gradient of ``theta`` that SGD on ``q`` implies: ``s (omega^2 g + wd theta)``."""
-        ms, wd = ctx.state.method_state, self.config.weight_decay
-        reparametrised = {}
-        for name, module in ctx.pruned_modules():
-            if name in ms["omega"]:
-                reparametrised[id(module.weight_orig)] = name
+        wd, factors = self.config.weight_decay, self._step_factors(ctx)
         for param in ctx.model.parameters():
             if param.grad is None:
                 continue
-            name = reparametrised.get(id(param))
-            if name is None:
+            if id(param) not in factors:
                 param.grad.add_(param, alpha=wd)  # plain SGD weight decay on everything else
                 continue
-            omega = ms["omega"][name]
-            if omega.device != param.device:  # a resumed run loads its state on the CPU
-                omega = ms["omega"][name] = omega.to(param.device)
-            param.grad.mul_(omega.square()).add_(param, alpha=wd).mul_(ms["step_scale"][name])
+            square, scale = factors[id(param)]
+            param.grad.mul_(square).add_(param, alpha=wd).mul_(scale)
 
     def _kurtosis(self, ctx: Context) -> dict[str, float]:
         return {name: kurtosis(m.weight_orig) for name, m in ctx.pruned_modules()}
