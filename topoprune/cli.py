@@ -717,6 +717,77 @@ def _add_attach_command(sub: argparse._SubParsersAction) -> None:
     attach.set_defaults(func=_attach)
 
 
+def _sensitivity(args: argparse.Namespace) -> int:
+    from topoprune.train.engine import resolve_device
+    from topoprune.train.sensitivity import render_table, sensitivity_run
+
+    result = sensitivity_run(
+        args.checkpoint,
+        args.out,
+        dataset=args.dataset,
+        split=args.split,
+        sparsities=args.sparsities,
+        score=args.score,
+        scoring_examples=args.scoring_examples,
+        max_error_increase=args.max_error_increase,
+        data_dir=args.data_dir,
+        device=resolve_device(args.device),
+        seed=args.seed,
+    )
+    print(f"error (%) on {args.split} with one layer pruned further ({args.score} scores)")
+    print(render_table(result["rows"]))
+    if result["prune_flags"] is not None:
+        print(f"within +{args.max_error_increase:g} of each layer's error: {result['prune_flags']}")
+    for path in result["files"]:
+        print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+def _add_sensitivity_command(sub: argparse._SubParsersAction) -> None:
+    from topoprune.train.sensitivity import DEFAULT_SPARSITIES
+
+    sens = sub.add_parser(
+        "sensitivity",
+        help="per-layer pruning sensitivity of a training checkpoint (error vs sparsity)",
+        description="Prune each layer of a topoprune prune checkpoint alone to each sparsity "
+        "(keeping its highest-scoring weights, no retraining) and measure the error; writes "
+        "sensitivity.csv and sensitivity.png, and with --max-error-increase sparsities.json and "
+        "the --sparsity flag for topoprune prune --method magnitude.",
+    )
+    sens.add_argument("checkpoint", help="a checkpoint.pt written by topoprune prune (zoo model)")
+    sens.add_argument("--dataset", help="data set (default: the checkpoint's)")
+    sens.add_argument(
+        "--split", choices=("val", "test"), default="val", help="where the error is measured"
+    )
+    sens.add_argument(
+        "--sparsities",
+        type=_list_of(float),
+        default=DEFAULT_SPARSITIES,
+        help="comma-separated sparsities in [0, 1) of each layer (default: "
+        + ",".join(f"{s:g}" for s in DEFAULT_SPARSITIES)
+        + ")",
+    )
+    sens.add_argument("--score", default="magnitude", help="magnitude, or a score-based method")
+    sens.add_argument(
+        "--scoring-examples",
+        type=_positive_int,
+        metavar="N",
+        help="training examples the score method draws (default: its own)",
+    )
+    sens.add_argument(
+        "--max-error-increase",
+        type=float,
+        metavar="X",
+        help="per layer, the largest sparsity whose error stays within the layer's error + X "
+        "(a fraction: 0.005 = half a point)",
+    )
+    sens.add_argument("--out", metavar="DIR", help="default: CKPT's folder/sensitivity")
+    sens.add_argument("--data-dir", help="read the data set from this folder")
+    sens.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda")
+    sens.add_argument("--seed", type=int, default=0, help="seed of the scoring examples")
+    sens.set_defaults(func=_sensitivity)
+
+
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="topoprune",
@@ -731,6 +802,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     _add_study_command(sub)
     _add_figures_command(sub)
     _add_attach_command(sub)
+    _add_sensitivity_command(sub)
     return parser
 
 
