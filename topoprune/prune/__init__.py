@@ -17,6 +17,7 @@ from topoprune.prune.scoring import ScoreConfig, ScoreMethod
 
 # importing these registers their methods in METHODS
 from topoprune.prune import growl, regularisation, reweighting  # noqa: F401  isort: skip
+from topoprune.prune import saliency, units, woodfisher  # noqa: F401  isort: skip
 
 __all__ = [
     "METHODS",

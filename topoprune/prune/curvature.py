@@ -1,0 +1,306 @@
+"""Curvature of the training loss with respect to the pruned weights: per-example gradients, the
+diagonal of the Hessian (Gauss-Newton or Hutchinson), the empirical Fisher, and the inputs each
+layer sees (the Hessian of a layer's own reconstruction error).
+
+These are what the second-order criteria need: OBD (the diagonal), OBS (an inverse), WoodFisher
+(per-example gradients). Every function takes the model, the names of the pruned layers and an
+iterable of ``(inputs, targets)`` batches; derivatives are with respect to ``weight_orig``, the
+weights the masked forward pass uses, and are averages over the examples (the training loss is a
+mean). The model is evaluated in ``eval`` mode (no dropout) and left in the mode it was in.
+
+The Gauss-Newton diagonal is ``diag(J^T H_o J)`` averaged over examples, with ``J`` the Jacobian
+of the outputs and ``H_o`` the Hessian of the loss in the outputs (``diag(p) - p p^T`` for
+cross-entropy): the Levenberg-Marquardt approximation of LeCun et al. (1990), which drops the
+terms with second derivatives of the network itself. It is exact for a network linear in its
+weights; :func:`hutchinson_diagonal` estimates the diagonal of the full Hessian without bias.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+from torch.func import functional_call, hessian, jacrev, vmap
+
+from topoprune.errors import TopopruneError
+
+Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@contextmanager
+def evaluating(model: nn.Module) -> Iterator[nn.Module]:
+    """The model in ``eval`` mode for the block, then back in the mode it was in."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+def pruned_weights(model: nn.Module, names: Iterable[str]) -> dict[str, torch.Tensor]:
+    """``weight_orig`` of each named masked layer, by layer name."""
+    modules = dict(model.named_modules())
+    out = {}
+    for name in names:
+        module = modules.get(name)
+        if module is None or not hasattr(module, "weight_orig"):
+            raise TopopruneError(f"no masked layer {name!r}")
+        out[name] = module.weight_orig
+    return out
+
+
+def _example_loss(model: nn.Module, names: list[str], loss_fn: Loss) -> Callable:
+    """``f(weights, x, y)``: the loss of one example as a function of the named weights."""
+
+    def loss(weights: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        params = {f"{n}.weight_orig": w for n, w in weights.items()}
+        outputs = functional_call(model, params, (x.unsqueeze(0),))
+        return loss_fn(outputs, y.unsqueeze(0))
+
+    return loss
+
+
+def per_example_gradients(
+    model: nn.Module,
+    names: list[str],
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    loss_fn: Loss = nn.functional.cross_entropy,
+) -> dict[str, torch.Tensor]:
+    """The gradient of each example's loss with respect to each named layer's weights, shaped
+    ``(examples, *weight.shape)``.
+
+    Examples
+    --------
+    >>> from topoprune.prune.masks import add_masks
+    >>> model = add_masks(nn.Sequential(nn.Linear(3, 2, bias=False)))
+    >>> x, y = torch.randn(5, 3), torch.randint(0, 2, (5,))
+    >>> grads = per_example_gradients(model, ["0"], x, y)
+    >>> grads["0"].shape
+    torch.Size([5, 2, 3])
+    >>> full = torch.func.grad(lambda w: nn.functional.cross_entropy(x @ w.T, y))(
+    ...     model[0].weight_orig.detach())
+    >>> torch.allclose(grads["0"].mean(0), full, atol=1e-6)
+    True
+    """
+    weights = {n: w.detach() for n, w in pruned_weights(model, names).items()}
+    f = torch.func.grad(_example_loss(model, names, loss_fn))
+    with evaluating(model):
+        return vmap(f, in_dims=(None, 0, 0))(weights, inputs, targets)
+
+
+def output_hessian_factor(
+    outputs: torch.Tensor, targets: torch.Tensor, loss_fn: Loss = nn.functional.cross_entropy
+) -> torch.Tensor:
+    """``A`` with ``A A^T`` the Hessian of each example's loss in its outputs, shaped
+    ``(examples, outputs, outputs)``; the Hessian must be positive semi-definite (a loss convex
+    in the outputs: cross-entropy, squared error).
+
+    Examples
+    --------
+    >>> logits = torch.tensor([[0.0, 0.0]])
+    >>> a = output_hessian_factor(logits, torch.tensor([0]))
+    >>> (a @ a.transpose(1, 2))[0]  # diag(p) - p p^T with p = (1/2, 1/2)
+    tensor([[ 0.2500, -0.2500],
+            [-0.2500,  0.2500]])
+    """
+    flat = outputs.detach().reshape(len(outputs), -1)
+
+    def one(o: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return loss_fn(o.view_as(outputs[0]).unsqueeze(0), y.unsqueeze(0))
+
+    h = vmap(hessian(one))(flat.to(torch.float64), targets)
+    values, vectors = torch.linalg.eigh((h + h.transpose(1, 2)) / 2)
+    if (values < -1e-6 * values.abs().amax().clamp_min(1e-30)).any():
+        raise TopopruneError("the loss is not convex in the outputs: no Gauss-Newton factor")
+    return (vectors * values.clamp_min(0).sqrt().unsqueeze(1)).to(outputs.dtype)
+
+
+def _output_jacobians(
+    model: nn.Module, names: list[str], inputs: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """Per-example Jacobians of the (flattened) outputs: ``(examples, outputs, *weight.shape)``."""
+    weights = {n: w.detach() for n, w in pruned_weights(model, names).items()}
+
+    def outputs(w: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        params = {f"{n}.weight_orig": v for n, v in w.items()}
+        return functional_call(model, params, (x.unsqueeze(0),)).reshape(-1)
+
+    return vmap(jacrev(outputs), in_dims=(None, 0))(weights, inputs)
+
+
+def _chunks(batches: Iterable[Any], size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    for inputs, targets in batches:
+        for start in range(0, len(inputs), size):
+            yield inputs[start : start + size], targets[start : start + size]
+
+
+def gauss_newton_diagonal(
+    model: nn.Module,
+    names: list[str],
+    batches: Iterable[Any],
+    loss_fn: Loss = nn.functional.cross_entropy,
+    chunk: int = 16,
+) -> dict[str, torch.Tensor]:
+    """The diagonal of the Gauss-Newton matrix ``mean_x J^T H_o J`` of each named layer.
+
+    For a network linear in its weights with squared error it is the Hessian's diagonal:
+
+    >>> from topoprune.prune.masks import add_masks
+    >>> model = add_masks(nn.Sequential(nn.Linear(3, 1, bias=False)))
+    >>> x = torch.randn(50, 3); y = torch.randn(50, 1)
+    >>> mse = nn.functional.mse_loss
+    >>> d = gauss_newton_diagonal(model, ["0"], [(x, y)], mse)["0"]
+    >>> torch.allclose(d[0], torch.diag(2 * x.T @ x / 50), rtol=1e-4)
+    True
+    """
+    total = {n: torch.zeros_like(w) for n, w in pruned_weights(model, names).items()}
+    count = 0
+    with evaluating(model), torch.no_grad():
+        for inputs, targets in _chunks(batches, chunk):
+            factor = output_hessian_factor(model(inputs), targets, loss_fn)  # (n, C, C)
+            jacobians = _output_jacobians(model, names, inputs)
+            for name, jac in jacobians.items():
+                # (A^T J)[k] = sum_c A[c, k] J[c]: one backpropagated output direction per k
+                projected = torch.einsum("nck,nc...->nk...", factor, jac)
+                total[name] += projected.square().sum(dim=(0, 1))
+            count += len(inputs)
+    if not count:
+        raise TopopruneError("no examples to compute the Gauss-Newton diagonal on")
+    return {n: t / count for n, t in total.items()}
+
+
+def gauss_newton_matrix(
+    model: nn.Module,
+    names: list[str],
+    batches: Iterable[Any],
+    loss_fn: Loss = nn.functional.cross_entropy,
+    chunk: int = 16,
+    max_weights: int = 8192,
+) -> torch.Tensor:
+    """The full Gauss-Newton matrix over the named layers' weights, flattened in layer order, in
+    float64 (``8 P^2`` bytes: refused above ``max_weights`` weights)."""
+    weights = pruned_weights(model, names)
+    size = sum(w.numel() for w in weights.values())
+    if size > max_weights:
+        raise TopopruneError(
+            f"{size} weights need a {size}x{size} Hessian ({8 * size * size / 2**30:.1f} GiB); "
+            f"the limit is {max_weights}: use the layer-wise Hessian"
+        )
+    total = torch.zeros(size, size, dtype=torch.float64)
+    count = 0
+    with evaluating(model), torch.no_grad():
+        for inputs, targets in _chunks(batches, chunk):
+            factor = output_hessian_factor(model(inputs), targets, loss_fn).double()
+            jacobians = _output_jacobians(model, names, inputs)
+            jac = torch.cat([jacobians[n].flatten(2) for n in names], dim=2).double()
+            projected = torch.einsum("nck,ncp->nkp", factor, jac).flatten(0, 1)
+            total += projected.T @ projected
+            count += len(inputs)
+    if not count:
+        raise TopopruneError("no examples to compute the Gauss-Newton matrix on")
+    return total / count
+
+
+def hutchinson_diagonal(
+    model: nn.Module,
+    names: list[str],
+    batches: Iterable[Any],
+    loss_fn: Loss = nn.functional.cross_entropy,
+    samples: int = 10,
+    generator: torch.Generator | None = None,
+) -> dict[str, torch.Tensor]:
+    """Hutchinson's unbiased estimate ``mean_z z * (H z)`` of the Hessian's diagonal, ``z``
+    Rademacher, ``samples`` vectors per batch, by double backpropagation through the loss.
+
+    Exact in expectation for any twice-differentiable loss (including the network's own second
+    derivatives, which the Gauss-Newton diagonal drops); its variance falls as 1/samples.
+    """
+    if samples < 1:
+        raise TopopruneError(f"Hutchinson samples must be >= 1, got {samples}")
+    weights = pruned_weights(model, names)
+    params = [weights[n] for n in names]
+    total = [torch.zeros_like(p) for p in params]
+    count = 0
+    with evaluating(model):
+        for inputs, targets in batches:
+            loss = loss_fn(model(inputs), targets)
+            grads = torch.autograd.grad(loss, params, create_graph=True)
+            for s in range(samples):
+                zs = [
+                    torch.randint(0, 2, p.shape, generator=generator).to(p) * 2 - 1 for p in params
+                ]
+                hz = torch.autograd.grad(
+                    grads, params, grad_outputs=zs, retain_graph=s < samples - 1
+                )
+                for t, z, h in zip(total, zs, hz, strict=True):
+                    t += len(inputs) * z * h.detach() / samples
+            count += len(inputs)
+    if not count:
+        raise TopopruneError("no examples to estimate the Hessian diagonal on")
+    return {n: t / count for n, t in zip(names, total, strict=True)}
+
+
+def empirical_fisher_diagonal(
+    model: nn.Module,
+    names: list[str],
+    batches: Iterable[Any],
+    loss_fn: Loss = nn.functional.cross_entropy,
+) -> dict[str, torch.Tensor]:
+    """``mean_x g_x^2``: the diagonal of the empirical Fisher, from per-example gradients."""
+    total = {n: torch.zeros_like(w) for n, w in pruned_weights(model, names).items()}
+    count = 0
+    for inputs, targets in batches:
+        for name, g in per_example_gradients(model, names, inputs, targets, loss_fn).items():
+            total[name] += g.square().sum(0)
+        count += len(inputs)
+    if not count:
+        raise TopopruneError("no examples to compute the Fisher diagonal on")
+    return {n: t / count for n, t in total.items()}
+
+
+def layer_inputs(
+    model: nn.Module, names: list[str], batches: Iterable[Any]
+) -> dict[str, torch.Tensor]:
+    """What each named Linear/Conv2d layer multiplies its weights with, one row per use:
+    ``(examples, in_features)`` for a Linear layer, the unfolded patches ``(examples x positions,
+    in_channels x kh x kw)`` for a convolution (each output channel sees them all)."""
+    modules = dict(model.named_modules())
+    seen: dict[str, list[torch.Tensor]] = {n: [] for n in names}
+
+    def hook(name: str) -> Callable:
+        module = modules[name]
+
+        def record(_module: nn.Module, args: tuple) -> None:
+            x = args[0].detach()
+            if isinstance(module, nn.Linear):
+                seen[name].append(x.reshape(-1, x.shape[-1]))
+            elif isinstance(module, nn.Conv2d):
+                if module.groups != 1:
+                    raise TopopruneError(f"{name}: grouped convolutions have no layer-wise inputs")
+                if isinstance(module.padding, str):
+                    raise TopopruneError(f"{name}: string padding is not supported here")
+                patches = nn.functional.unfold(
+                    x, module.kernel_size, module.dilation, module.padding, module.stride
+                )
+                seen[name].append(patches.transpose(1, 2).reshape(-1, patches.shape[1]))
+            else:
+                raise TopopruneError(f"{name}: layer-wise inputs of {type(module).__name__}")
+
+        return record
+
+    handles = [modules[n].register_forward_pre_hook(hook(n)) for n in names]
+    try:
+        with evaluating(model), torch.no_grad():
+            for inputs, _ in batches:
+                model(inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    if not all(seen.values()):
+        raise TopopruneError("no examples to record the layers' inputs on")
+    return {n: torch.cat(v) for n, v in seen.items()}
