@@ -3,6 +3,8 @@
 - ``lenet300``: 784-300-100-10 MLP (LeCun et al. 1998; Han et al. 2015).
 - ``lenet5``: the Caffe LeNet-5, 20C5-MP2-50C5-MP2-500FC-10 (430,500 weights; Caffe has no
   nonlinearity after the convolutions, one ReLU after the 500-unit layer).
+- ``mlp40``: 784-40-20-10 MLP without biases (the MNIST network of WoodFisher, Singh and
+  Alistarh 2020).
 - ``mlp1024``: 784-1024-1024-10 (Lu & Kwok 2018).
 - ``cnn_mnist``: 32C5-MP2-32C5-MP2-256FC-10, unpadded convolutions (Lu & Kwok 2018).
 - ``cnn_cifar``: 32C3-32C3-MP2-64C3-64C3-MP2-512FC-10 laid out as the classic Keras CIFAR-10
@@ -59,6 +61,16 @@ def lenet5(num_classes: int = 10) -> nn.Sequential:
         nn.Flatten(),
         nn.Linear(800, 500), nn.ReLU(),
         nn.Linear(500, num_classes),
+    )  # fmt: skip
+
+
+@_register("mlp40", (1, 28, 28), "784-40-20-10 MLP without biases (WoodFisher's MNIST MLP)")
+def mlp40(num_classes: int = 10) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(784, 40, bias=False), nn.ReLU(),
+        nn.Linear(40, 20, bias=False), nn.ReLU(),
+        nn.Linear(20, num_classes, bias=False),
     )  # fmt: skip
 
 
