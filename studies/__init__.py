@@ -17,6 +17,7 @@ STUDIES.register("scale-free")("topoprune_studies.scale_free")
 STUDIES.register("continual-pa")("topoprune_studies.continual_pa")
 STUDIES.register("progressive")("topoprune_studies.progressive")
 STUDIES.register("regularisation")("topoprune_studies.regularisation")
+STUDIES.register("saliency")("topoprune_studies.saliency")
 
 
 def load_study(name: str) -> ModuleType:

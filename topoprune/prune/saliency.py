@@ -25,7 +25,8 @@ approximation), and each removal is recorded with the increase of the objective 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -120,7 +121,26 @@ def obs_row_sequence(
     """
     index = torch.nonzero(alive.to(torch.bool)).flatten()
     h = hessian.to(torch.float64)
-    inverse = torch.linalg.inv(h[index][:, index])
+    inverse = torch.linalg.inv(h[index][:, index]).contiguous()
+    with one_thread():
+        return _greedy_removals(weight, index, inverse)
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Torch on one thread for the block: thousands of small rank-one updates run ~40x slower
+    when each is split over threads (0.2 ms vs 8 ms for 784 x 784 on two cores, measured)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _greedy_removals(
+    weight: torch.Tensor, index: torch.Tensor, inverse: torch.Tensor
+) -> tuple[list[int], list[float]]:
     w = weight.detach().to(torch.float64)[index].clone()
     gone = torch.zeros(len(index), dtype=torch.bool)
     order: list[int] = []
