@@ -298,3 +298,18 @@ def test_obs_refuses_settings_it_cannot_honour(name, config):
 
     with pytest.raises(TopopruneError):
         METHODS[name](config, ["0"], 0)
+
+
+@pytest.mark.parametrize("score", ["obd", "obs", "taylor", "woodfisher"])
+def test_sensitivity_analysis_takes_the_saliency_scores(score):
+    from topoprune.data.images import Split
+    from topoprune.train.sensitivity import layer_sensitivity
+
+    torch.manual_seed(0)
+    model = add_masks(nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 3)))
+    split = Split(torch.randn(60, 1, 4, 4), torch.randint(0, 3, (60,)))
+    examples = {"woodfisher": None}.get(score, 40)
+    rows = layer_sensitivity(model, split, [0.5, 1.0], score=score, scoring_batches=split,
+                             scoring_examples=examples)  # fmt: skip
+    kept = {(r["layer"], r["sparsity"]): r["kept"] for r in rows}
+    assert kept[("1", 0.5)] == 64 and kept[("3", 1.0)] == 0
