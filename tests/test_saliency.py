@@ -313,3 +313,43 @@ def test_sensitivity_analysis_takes_the_saliency_scores(score):
                              scoring_examples=examples)  # fmt: skip
     kept = {(r["layer"], r["sparsity"]): r["kept"] for r in rows}
     assert kept[("1", 0.5)] == 64 and kept[("3", 1.0)] == 0
+
+
+def one_output_nets():
+    """Networks where each weight reaches the single output by one path per example: there the
+    paper's backpropagated diagonal is the Gauss-Newton diagonal."""
+    torch.manual_seed(0)
+    mlp = nn.Sequential(nn.Linear(5, 4), nn.Tanh(), nn.Linear(4, 1), nn.ReLU())
+    cnn = nn.Sequential(nn.Conv2d(1, 2, 3), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(2, 1))
+    return [(add_masks(mlp), torch.randn(30, 5)), (add_masks(cnn), torch.randn(30, 1, 4, 4))]
+
+
+@pytest.mark.parametrize("index", [0, 1])
+def test_lecun_diagonal_is_gauss_newton_where_each_weight_has_one_path(index):
+    from topoprune.prune.curvature import lecun_diagonal
+
+    model, x = one_output_nets()[index]
+    y = torch.randn(30, 1)
+    names = [n for n, m in model.named_modules() if hasattr(m, "weight_mask")]
+    lecun = lecun_diagonal(model, names, [(x[:10], y[:10]), (x[10:], y[10:])], mse)
+    gn = gauss_newton_diagonal(model, names, [(x, y)], mse)
+    for name in names:
+        torch.testing.assert_close(lecun[name], gn[name], rtol=1e-4, atol=1e-7)
+
+
+def test_lecun_diagonal_drops_the_cross_terms_of_several_outputs():
+    from topoprune.errors import TopopruneError
+    from topoprune.prune.curvature import lecun_diagonal
+
+    torch.manual_seed(0)
+    model = add_masks(nn.Sequential(nn.Linear(4, 3, bias=False), nn.Linear(3, 5, bias=False)))
+    x, y = torch.randn(20, 4), torch.randint(0, 5, (20,))
+    lecun = lecun_diagonal(model, ["0", "1"], [(x, y)])
+    # by hand: the output diagonal p(1-p), through W2 squared, times x^2
+    p = torch.softmax(model(x), 1).detach()
+    h_hidden = (p * (1 - p)) @ model[1].weight_orig.detach().square()
+    torch.testing.assert_close(lecun["0"], h_hidden.T @ x.square() / 20)
+    gn = gauss_newton_diagonal(model, ["0"], [(x, y)])["0"]
+    assert not torch.allclose(lecun["0"], gn, rtol=1e-2)
+    with pytest.raises(TopopruneError, match="no rule"):
+        lecun_diagonal(add_masks(nn.Sequential(nn.Linear(2, 2), nn.GELU())), ["0"], [(x, y)])

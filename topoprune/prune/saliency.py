@@ -3,8 +3,9 @@ Taylor saliency.
 
 - ``obd`` (LeCun et al. 1990): saliency ``h_kk w_k^2 / 2`` from the diagonal of the Hessian of the
   training loss on ``scoring_examples`` examples: the Gauss-Newton (Levenberg-Marquardt) diagonal
-  the paper uses, Hutchinson's unbiased estimate of the full Hessian's diagonal, or the empirical
-  Fisher's diagonal (the "diagonal Fisher" baseline of WoodFisher).
+  computed exactly, or as the paper backpropagates it (``lecun``), Hutchinson's unbiased
+  estimate of the full Hessian's diagonal, or the empirical Fisher's diagonal (the "diagonal
+  Fisher" baseline of WoodFisher).
 - ``obs`` (Hassibi and Stork 1993): remove the weight of least saliency ``w_q^2 / (2 [H^-1]_qq)``,
   move the others by ``-(w_q / [H^-1]_qq) H^-1 e_q``, update the inverse, repeat. With
   ``--scope network`` ``H`` is the Gauss-Newton matrix of the loss over every pruned weight
@@ -43,13 +44,14 @@ from topoprune.prune.curvature import (
     gauss_newton_matrix,
     hutchinson_diagonal,
     layer_inputs,
+    lecun_diagonal,
 )
 from topoprune.prune.masks import apply_masks
 from topoprune.prune.method import Context, hp
 from topoprune.prune.methods import METHODS
 from topoprune.prune.scoring import ScoreConfig, ScoreMethod
 
-HESSIAN_DIAGONALS = ("gauss-newton", "hutchinson", "fisher")
+HESSIAN_DIAGONALS = ("gauss-newton", "lecun", "hutchinson", "fisher")
 
 
 def hessian_diagonal(
@@ -61,10 +63,13 @@ def hessian_diagonal(
     samples: int = 10,
     generator: torch.Generator | None = None,
 ) -> dict[str, torch.Tensor]:
-    """The diagonal of the loss's curvature by ``how``: ``gauss-newton``, ``hutchinson`` (with
+    """The diagonal of the loss's curvature by ``how``: ``gauss-newton``, ``lecun`` (the same
+    approximation backpropagated as in the paper, cross terms dropped), ``hutchinson`` (with
     ``samples`` Rademacher vectors per batch) or ``fisher`` (empirical)."""
     if how == "gauss-newton":
         return gauss_newton_diagonal(model, names, batches, loss_fn)
+    if how == "lecun":
+        return lecun_diagonal(model, names, batches, loss_fn)
     if how == "hutchinson":
         return hutchinson_diagonal(model, names, batches, loss_fn, samples, generator)
     if how == "fisher":
@@ -356,8 +361,9 @@ def unit_taylor_scores(
 @dataclass(frozen=True)
 class OBDConfig(ScoreConfig):
     hessian: str = hp(
-        "the Hessian diagonal: gauss-newton (the paper's Levenberg-Marquardt approximation), "
-        "hutchinson (unbiased estimate of the full Hessian's), fisher (empirical Fisher's)",
+        "the Hessian diagonal: gauss-newton (the Levenberg-Marquardt approximation, exact), "
+        "lecun (the same backpropagated as in the paper, cross terms dropped; Sequential "
+        "models), hutchinson (unbiased estimate of the full Hessian's), fisher (empirical)",
         "gauss-newton",
         choices=HESSIAN_DIAGONALS,
     )
