@@ -89,7 +89,8 @@ def per_example_gradients(
     """
     weights = {n: w.detach() for n, w in pruned_weights(model, names).items()}
     f = torch.func.grad(_example_loss(model, names, loss_fn))
-    with evaluating(model):
+    # no_grad: the result must not hold a graph to the model's other parameters (biases)
+    with evaluating(model), torch.no_grad():
         return vmap(f, in_dims=(None, 0, 0))(weights, inputs, targets)
 
 
