@@ -192,7 +192,8 @@ def gauss_newton_matrix(
             f"{size} weights need a {size}x{size} Hessian ({8 * size * size / 2**30:.1f} GiB); "
             f"the limit is {max_weights}: use the layer-wise Hessian"
         )
-    total = torch.zeros(size, size, dtype=torch.float64)
+    device = next(iter(weights.values())).device
+    total = torch.zeros(size, size, dtype=torch.float64, device=device)
     count = 0
     with evaluating(model), torch.no_grad():
         for inputs, targets in _chunks(batches, chunk):
@@ -319,7 +320,8 @@ def lecun_diagonal(
     At the outputs ``d2E/do2`` is the diagonal of the loss's Hessian in the outputs; through a
     Linear or Conv2d layer ``d2E/dx_j2 = sum_i W_ij^2 d2E/dy_i2`` and ``d2E/dW_ij2 = x_j^2
     d2E/dy_i2``; through an activation ``d2E/dz2 = f'(z)^2 d2E/da2`` (the ``f''`` term dropped);
-    max-pooling and flattening route. Only for an ``nn.Sequential`` of Linear, Conv2d, ReLU,
+    max-pooling and flattening route. Only for an ``nn.Sequential`` of Linear, Conv2d (ungrouped,
+    zero padding), ReLU,
     Tanh, Sigmoid, MaxPool2d, Flatten, Dropout and Identity modules (the zoo's models); it
     equals the Gauss-Newton diagonal when each weight reaches the output by one path (one
     output unit), and is cheaper: one backward pass per batch.
@@ -337,10 +339,16 @@ def lecun_diagonal(
         )
     layers = list(model.named_children())
     for name, module in layers:
-        if not isinstance(module, _LECUN_MODULES):
+        plain_conv = not isinstance(module, nn.Conv2d) or (
+            module.groups == 1
+            and module.padding_mode == "zeros"
+            and not isinstance(module.padding, str)
+        )
+        pooled = not isinstance(module, nn.MaxPool2d) or not module.return_indices
+        if not (isinstance(module, _LECUN_MODULES) and plain_conv and pooled):
             raise TopopruneError(
-                f"the backpropagated (LeCun) diagonal has no rule for {name} "
-                f"({type(module).__name__}); use gauss-newton"
+                f"the backpropagated (LeCun) diagonal has no rule for {name} ({module}); "
+                "use gauss-newton"
             )
     wanted = set(pruned_weights(model, names))
     total = {n: torch.zeros_like(w) for n, w in pruned_weights(model, names).items()}

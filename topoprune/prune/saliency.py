@@ -26,6 +26,7 @@ approximation), and each removal is recorded with the increase of the objective 
 from __future__ import annotations
 
 import heapq
+import math
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -160,6 +161,10 @@ def _greedy_removals(
         saliency = (w * w / (2 * diagonal.clamp_min(1e-300))).masked_fill(gone, float("inf"))
         q = int(saliency.argmin())
         column = inverse[:, q].clone()
+        if not (math.isfinite(saliency[q]) and column[q] > 0):
+            raise TopopruneError(
+                "the Hessian's inverse lost positive definiteness: raise the dampening (--damp)"
+            )
         w.sub_(column, alpha=float(w[q] / column[q]))
         inverse.addr_(column, column, alpha=-1.0 / float(column[q]))
         w[q], gone[q] = 0.0, True
@@ -265,6 +270,16 @@ def obs_path(
     return path
 
 
+def removal_goal(alive: torch.Tensor, sparsity: float) -> int:
+    """How many more weights to remove for ``sparsity``, counted as :func:`allocate` counts the
+    kept ones (``round(size x (1 - sparsity))``), so every criterion removes the same number.
+
+    >>> removal_goal(torch.tensor([True, True, False, True]), 0.5)
+    1
+    """
+    return alive.numel() - round(alive.numel() * (1 - sparsity)) - int((~alive).sum())
+
+
 def layer_hessian(inputs: torch.Tensor, damp: float = 0.0) -> torch.Tensor:
     """``2 X^T X / N`` (float64), the Hessian of a layer's reconstruction error in one row's
     weights, plus ``damp`` x its mean diagonal on the diagonal (inputs that are always zero,
@@ -277,7 +292,8 @@ def layer_hessian(inputs: torch.Tensor, damp: float = 0.0) -> torch.Tensor:
     x = inputs.to(torch.float64)
     h = 2 * x.T @ x / len(x)
     if damp:
-        h += damp * h.diagonal().mean().clamp_min(1e-12) * torch.eye(len(h), dtype=h.dtype)
+        eye = torch.eye(len(h), dtype=h.dtype, device=h.device)
+        h += damp * h.diagonal().mean().clamp_min(1e-12) * eye
     return h
 
 
@@ -327,7 +343,6 @@ def unit_taylor_scores(
 
     def keep(name: str):
         def hook(_module: nn.Module, _args: tuple, output: torch.Tensor) -> None:
-            output.retain_grad()
             outputs[name] = output
 
         return hook
@@ -338,18 +353,16 @@ def unit_taylor_scores(
     try:
         with evaluating(model):
             for inputs, targets in batches:
-                model.zero_grad(set_to_none=True)
-                loss_fn(model(inputs), targets).backward()
-                for name in names:
-                    z = outputs[name]
-                    product = (z * z.grad).detach()
+                loss = loss_fn(model(inputs), targets)
+                grads = torch.autograd.grad(loss, [outputs[n] for n in names])
+                for name, grad in zip(names, grads, strict=True):
+                    product = (outputs[name] * grad).detach()
                     per_unit = product.transpose(0, 1).reshape(product.shape[1], -1).mean(1)
                     total[name] = total.get(name, 0) + per_unit.abs()
                 count += 1
     finally:
         for h in handles:
             h.remove()
-        model.zero_grad(set_to_none=True)
     if not count:
         raise TopopruneError("no batches to compute Taylor scores on")
     return {n: t / count for n, t in total.items()}
@@ -430,7 +443,8 @@ class OptimalBrainSurgeon(ScoreMethod):
             )
 
     def scores(self, ctx: Context) -> dict[str, torch.Tensor]:
-        """The single-removal saliency ``w_q^2 / (2 [H^-1]_qq)`` of the layer-wise Hessian."""
+        """The single-removal saliency ``w_q^2 / (2 [H^-1]_qq)`` of the layer-wise Hessian
+        (whatever ``scope``: what sensitivity analysis ranks by)."""
         inputs = layer_inputs(
             ctx.model, self.names, ctx.scoring_batches(self.config.scoring_examples)
         )
@@ -454,29 +468,32 @@ class OptimalBrainSurgeon(ScoreMethod):
         if c.scope == "network":
             self._prune_network(ctx, modules, schedule(final), batches)
             return
-        inputs = layer_inputs(ctx.model, self.names, batches)
+        # on the CPU: thousands of tiny sequential updates gain nothing from an accelerator
+        inputs = {n: x.cpu() for n, x in layer_inputs(ctx.model, self.names, batches).items()}
         increases = ctx.state.method_state.setdefault("obs_increase", {})
         for name in self.names:
             module = modules[name]
             alive = rows_of(module.weight_mask.bool())
-            goal = round(schedule(final[name]) * alive.numel()) - int((~alive).sum())
+            goal = removal_goal(alive, schedule(final[name]))
             if goal <= 0:
                 continue
             hessian = layer_hessian(inputs[name], c.damp)
-            step = obs_path(rows_of(module.weight_orig), alive, hessian, [goal])[-1]
+            weight = rows_of(module.weight_orig.detach()).cpu()
+            step = obs_path(weight, alive.cpu(), hessian, [goal])[-1]
             module.weight_orig.copy_(step["weight"].reshape(module.weight_orig.shape))
             apply_masks(ctx.model, {name: step["alive"].reshape(module.weight_mask.shape)})
             increases[name] = increases.get(name, 0.0) + step["increase"]
 
     def _prune_network(self, ctx: Context, modules: dict, sparsity: float, batches) -> None:
-        weights = torch.cat([modules[n].weight_orig.detach().flatten() for n in self.names])
-        alive = torch.cat([modules[n].weight_mask.bool().flatten() for n in self.names])
-        goal = round(sparsity * alive.numel()) - int((~alive).sum())
+        weights = torch.cat([modules[n].weight_orig.detach().flatten() for n in self.names]).cpu()
+        alive = torch.cat([modules[n].weight_mask.bool().flatten() for n in self.names]).cpu()
+        goal = removal_goal(alive, sparsity)
         if goal <= 0:
             return
-        hessian = gauss_newton_matrix(ctx.model, self.names, batches, ctx.loss_fn)
+        hessian = gauss_newton_matrix(ctx.model, self.names, batches, ctx.loss_fn).cpu()
         if self.config.damp:
-            hessian += self.config.damp * hessian.diagonal().mean() * torch.eye(len(hessian))
+            eye = torch.eye(len(hessian), dtype=hessian.dtype)
+            hessian += self.config.damp * hessian.diagonal().mean() * eye
         step = obs_path(weights[None], alive[None], hessian, [goal])[-1]
         start, masks = 0, {}
         for name in self.names:
