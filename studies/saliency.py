@@ -579,8 +579,9 @@ def figures(results: str | Path, out: str | Path) -> list[Path]:
                 x = [100 * r["sparsity"] for r in rows]
                 y = np.array([r["test_accuracy_mean"] for r in rows])
                 sd = np.array([r["test_accuracy_std"] for r in rows])
-                ax.plot(x, y, marker="o", label=method)
-                ax.fill_between(x, y - sd, y + sd, alpha=0.15)
+                color = f"C{CRITERIA.index(method)}"  # the same colour in both panels
+                ax.plot(x, y, marker="o", label=method, color=color)
+                ax.fill_between(x, y - sd, y + sd, alpha=0.15, color=color)
             if model == "mlp40" and allocation == "global":
                 p = data["paper"]
                 for method, marker in (("woodfisher", "*"), ("diag-fisher", "X")):
@@ -606,6 +607,7 @@ def figures(results: str | Path, out: str | Path) -> list[Path]:
                                 [r["test_accuracy_mean"] for r in rows],
                                 [r["test_accuracy_std"] for r in rows], marker="o",
                                 linestyle="-" if epochs else "--",
+                                color=f"C{UNIT_METHODS.index(method)}",
                                 label=f"{method}, {epochs} ft epochs")  # fmt: skip
         ax.set(title=f"{data['units'][0]['model']}: hidden units removed",
                xlabel="units removed per hidden layer %", ylabel="test accuracy %")  # fmt: skip
