@@ -26,13 +26,11 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from topoprune.data import load_dataset
-from topoprune.data.images import Split
 from topoprune.errors import TopopruneError
 from topoprune.io.torch_file import load_torch_object
 from topoprune.models.zoo import build_model
@@ -44,6 +42,7 @@ from topoprune.train.engine import TrainSettings, resolve_device
 from topoprune.train.optim import error_rate
 from topoprune.train.run import load_trained_state, prune_run
 
+from ._data import mnist
 from ._summary import write_study_summary
 from ._tables import mean_sd, rows_to_csv, rows_to_markdown
 
@@ -168,10 +167,7 @@ def run(config: Config, out: str | Path, *, progress: bool = False) -> dict:
     start = time.perf_counter()
     origin = provenance(("topoprune", "torch", "numpy"))
     device = resolve_device(config.device)
-    data = load_dataset("mnist")
-    if config.train_subset:
-        n = config.train_subset
-        data = replace(data, train=Split(data.train.images[:n], data.train.labels[:n]))
+    data = mnist(config.train_subset)
     runs: dict[tuple[str, str, int], dict] = {}
 
     def one(model: str, method: str, seed: int) -> dict:

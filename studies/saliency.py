@@ -30,15 +30,13 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from topoprune.data import load_dataset
-from topoprune.data.images import Split
 from topoprune.errors import TopopruneError
 from topoprune.models.zoo import build_model
 from topoprune.provenance import provenance
@@ -70,6 +68,7 @@ from topoprune.train.engine import TrainSettings, resolve_device
 from topoprune.train.optim import error_rate
 from topoprune.train.run import load_trained_state, prune_run
 
+from ._data import mnist
 from ._summary import write_study_summary
 from ._tables import mean_sd, rows_to_csv, rows_to_markdown
 
@@ -371,10 +370,7 @@ def run(config: Config, out: str | Path, *, progress: bool = False) -> dict:
     start = time.perf_counter()
     origin = provenance(("topoprune", "torch", "numpy"))
     device = resolve_device(config.device)
-    data = load_dataset("mnist")
-    if config.train_subset:
-        n = config.train_subset
-        data = replace(data, train=Split(data.train.images[:n], data.train.labels[:n]))
+    data = mnist(config.train_subset)
     runs: dict[tuple, dict] = {}
 
     def one(model: str, name: str, seed: int, method: str, cfg) -> dict:

@@ -140,6 +140,19 @@ def _chunks(batches: Iterable[Any], size: int) -> Iterator[tuple[torch.Tensor, t
             yield inputs[start : start + size], targets[start : start + size]
 
 
+def _projected_jacobians(
+    model: nn.Module, names: list[str], batches: Iterable[Any], loss_fn: Loss, chunk: int
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Per chunk of examples, ``A^T J`` for each named layer, ``(n, C, *weight.shape)``: with
+    ``A A^T`` the output Hessian, ``J^T H_o J = sum_k (A^T J)_k^T (A^T J)_k``, one backpropagated
+    output direction per ``k``."""
+    with evaluating(model), torch.no_grad():
+        for inputs, targets in _chunks(batches, chunk):
+            factor = output_hessian_factor(model(inputs), targets, loss_fn)  # (n, C, C)
+            jacobians = _output_jacobians(model, names, inputs)
+            yield {n: torch.einsum("nck,nc...->nk...", factor, j) for n, j in jacobians.items()}
+
+
 def gauss_newton_diagonal(
     model: nn.Module,
     names: list[str],
@@ -161,15 +174,10 @@ def gauss_newton_diagonal(
     """
     total = {n: torch.zeros_like(w) for n, w in pruned_weights(model, names).items()}
     count = 0
-    with evaluating(model), torch.no_grad():
-        for inputs, targets in _chunks(batches, chunk):
-            factor = output_hessian_factor(model(inputs), targets, loss_fn)  # (n, C, C)
-            jacobians = _output_jacobians(model, names, inputs)
-            for name, jac in jacobians.items():
-                # (A^T J)[k] = sum_c A[c, k] J[c]: one backpropagated output direction per k
-                projected = torch.einsum("nck,nc...->nk...", factor, jac)
-                total[name] += projected.square().sum(dim=(0, 1))
-            count += len(inputs)
+    for projected in _projected_jacobians(model, names, batches, loss_fn, chunk):
+        for name, p in projected.items():
+            total[name] += p.square().sum(dim=(0, 1))
+        count += len(next(iter(projected.values())))
     if not count:
         raise TopopruneError("no examples to compute the Gauss-Newton diagonal on")
     return {n: t / count for n, t in total.items()}
@@ -195,14 +203,10 @@ def gauss_newton_matrix(
     device = next(iter(weights.values())).device
     total = torch.zeros(size, size, dtype=torch.float64, device=device)
     count = 0
-    with evaluating(model), torch.no_grad():
-        for inputs, targets in _chunks(batches, chunk):
-            factor = output_hessian_factor(model(inputs), targets, loss_fn).double()
-            jacobians = _output_jacobians(model, names, inputs)
-            jac = torch.cat([jacobians[n].flatten(2) for n in names], dim=2).double()
-            projected = torch.einsum("nck,ncp->nkp", factor, jac).flatten(0, 1)
-            total += projected.T @ projected
-            count += len(inputs)
+    for projected in _projected_jacobians(model, names, batches, loss_fn, chunk):
+        rows = torch.cat([projected[n].flatten(2) for n in names], dim=2).double().flatten(0, 1)
+        total += rows.T @ rows
+        count += len(projected[names[0]])
     if not count:
         raise TopopruneError("no examples to compute the Gauss-Newton matrix on")
     return total / count
