@@ -6,8 +6,11 @@
 - :mod:`~topoprune.prune.methods`: the registry (``METHODS``) and the first methods;
 - :mod:`~topoprune.prune.threshold`: train, threshold, retrain (the regularisation methods' tail);
 - :mod:`~topoprune.prune.regularisation` (l1, l2, proximal, l0),
-  :mod:`~topoprune.prune.reweighting` (affine scaling), :mod:`~topoprune.prune.growl`: more
-  methods, registered on import.
+  :mod:`~topoprune.prune.reweighting` (affine scaling), :mod:`~topoprune.prune.growl`,
+  :mod:`~topoprune.prune.saliency` (OBD, OBS, Taylor), :mod:`~topoprune.prune.woodfisher`,
+  :mod:`~topoprune.prune.units` (APoZ, skeletonization, NISP), :mod:`~topoprune.prune.at_init`
+  (SNIP, GraSP, SynFlow): more methods, registered on import;
+- :mod:`~topoprune.prune.curvature`: per-example gradients, Hessian diagonals, Fisher.
 """
 
 from topoprune.prune.masks import add_masks, apply_masks, compression, current_masks
@@ -18,6 +21,7 @@ from topoprune.prune.scoring import ScoreConfig, ScoreMethod
 # importing these registers their methods in METHODS
 from topoprune.prune import growl, regularisation, reweighting  # noqa: F401  isort: skip
 from topoprune.prune import saliency, units, woodfisher  # noqa: F401  isort: skip
+from topoprune.prune import at_init  # noqa: F401  isort: skip
 
 __all__ = [
     "METHODS",
