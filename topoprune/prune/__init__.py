@@ -9,7 +9,8 @@
   :mod:`~topoprune.prune.reweighting` (affine scaling), :mod:`~topoprune.prune.growl`,
   :mod:`~topoprune.prune.saliency` (OBD, OBS, Taylor), :mod:`~topoprune.prune.woodfisher`,
   :mod:`~topoprune.prune.units` (APoZ, skeletonization, NISP), :mod:`~topoprune.prune.at_init`
-  (SNIP, GraSP, SynFlow), :mod:`~topoprune.prune.lottery` (lottery tickets): more methods,
+  (SNIP, GraSP, SynFlow), :mod:`~topoprune.prune.lottery` (lottery tickets),
+  :mod:`~topoprune.prune.sparse_evolution` (SET): more methods,
   registered on import;
 - :mod:`~topoprune.prune.curvature`: per-example gradients, Hessian diagonals, Fisher.
 """
@@ -22,7 +23,7 @@ from topoprune.prune.scoring import ScoreConfig, ScoreMethod
 # importing these registers their methods in METHODS
 from topoprune.prune import growl, regularisation, reweighting  # noqa: F401  isort: skip
 from topoprune.prune import saliency, units, woodfisher  # noqa: F401  isort: skip
-from topoprune.prune import at_init, lottery  # noqa: F401  isort: skip
+from topoprune.prune import at_init, lottery, sparse_evolution  # noqa: F401  isort: skip
 
 __all__ = [
     "METHODS",
