@@ -10,7 +10,7 @@
   :mod:`~topoprune.prune.saliency` (OBD, OBS, Taylor), :mod:`~topoprune.prune.woodfisher`,
   :mod:`~topoprune.prune.units` (APoZ, skeletonization, NISP), :mod:`~topoprune.prune.at_init`
   (SNIP, GraSP, SynFlow), :mod:`~topoprune.prune.lottery` (lottery tickets),
-  :mod:`~topoprune.prune.sparse_evolution` (SET): more methods,
+  :mod:`~topoprune.prune.sparse_evolution` (SET), :mod:`~topoprune.prune.rigl`: more methods,
   registered on import;
 - :mod:`~topoprune.prune.curvature`: per-example gradients, Hessian diagonals, Fisher.
 """
@@ -23,7 +23,7 @@ from topoprune.prune.scoring import ScoreConfig, ScoreMethod
 # importing these registers their methods in METHODS
 from topoprune.prune import growl, regularisation, reweighting  # noqa: F401  isort: skip
 from topoprune.prune import saliency, units, woodfisher  # noqa: F401  isort: skip
-from topoprune.prune import at_init, lottery, sparse_evolution  # noqa: F401  isort: skip
+from topoprune.prune import at_init, lottery, rigl, sparse_evolution  # noqa: F401  isort: skip
 
 __all__ = [
     "METHODS",
