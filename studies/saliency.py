@@ -60,8 +60,7 @@ from topoprune.prune.woodfisher import (
     BlockLayout,
     block_fisher_inverse,
     fisher_gradients,
-    obs_block_update,
-    obs_scores,
+    prune_with_update,
 )
 from topoprune.train.data import training_batches
 from topoprune.train.engine import TrainSettings, resolve_device
@@ -239,8 +238,7 @@ class OneShot:
 
         self.layout = layout
         self.flat = layout.flatten({n: w.double() for n, w in weights.items()})
-        self.inverse = self._timed("woodfisher", inverse)
-        out["woodfisher"] = layout.unflatten(obs_scores(self.flat, self.inverse))
+        self.inverse = self._timed("woodfisher", inverse)  # its scores: prune_with_update
         return out
 
     def obs_layer(self, name: str, counts: list[int]) -> dict[int, dict]:
@@ -284,18 +282,18 @@ class OneShot:
                 apply_masks(net, {name: step["alive"].view_as(modules[name].weight_mask)})
             return net
         masks = current_masks(net)
-        scores = self.scores[criterion]
-        if isinstance(sparsity, dict):
+        if criterion == "woodfisher":  # the method's own step, on the inverse computed once
+            kept, updated = prune_with_update(self.layout, self.flat, self.inverse, masks,
+                                              sparsity)  # fmt: skip
+            with torch.no_grad():
+                for name, module in modules.items():
+                    module.weight_orig.copy_(updated[name].float())
+        elif isinstance(sparsity, dict):
+            scores = self.scores[criterion]
             kept = allocate({n: scores[n] for n in sparsity}, {n: masks[n] for n in sparsity},
                             sparsity)  # fmt: skip
         else:
-            kept = allocate(scores, masks, sparsity)
-        if criterion == "woodfisher":
-            removed = self.layout.flatten({n: masks[n] & ~kept.get(n, masks[n]) for n in masks})
-            updated = self.layout.unflatten(obs_block_update(self.flat, self.inverse, removed))
-            with torch.no_grad():
-                for name in kept:
-                    modules[name].weight_orig.copy_(updated[name].float())
+            kept = allocate(self.scores[criterion], masks, sparsity)
         apply_masks(net, kept)
         return net
 

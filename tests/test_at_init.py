@@ -92,7 +92,8 @@ def test_methods_keep_the_global_fraction_and_record_their_choices(method, confi
     model, summary = prune_model(tiny_mlp(), method, config, train=loader(), seed=3)
     kept = sum(int(m.weight_mask.sum()) for m in (model[0], model[2]))
     assert kept == round(0.2 * (20 + 15))
-    assert summary["stage_test_errors"] == {} or "prune1" in summary["stage_test_errors"]
+    # no dense training: the masked network trains retrain_epochs epochs of 3 batches
+    assert summary["steps"] == 3 * config.retrain_epochs
     if method == "snip":
         assert summary["config"]["reinit"] is config.reinit
 

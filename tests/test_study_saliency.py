@@ -59,6 +59,9 @@ def test_units_remove_the_fraction_asked(quick):
     for r in rows(out / "units.csv"):
         # half of the 300 and 100 hidden units: their rows and columns go
         assert float(r["kept_percent"]) < 60
+        # exactly: 150 of fc1's rows, fc2's 50 rows x 150 columns, fc3's 50 columns
+        kept = 150 * 784 + 50 * 150 + 10 * 50
+        assert float(r["kept_percent"]) == round(100 * kept / 266200, 3)
 
 
 def test_figures_and_summary(quick, tmp_path):

@@ -30,7 +30,7 @@ from torch.func import functional_call
 
 from topoprune.errors import TopopruneError
 from topoprune.prune.allocation import allocate, geometric_sparsity, layer_sparsities
-from topoprune.prune.curvature import Loss, evaluating
+from topoprune.prune.curvature import Loss, batch_gradients, evaluating, pruned_weights
 from topoprune.prune.masks import apply_masks, current_masks
 from topoprune.prune.method import Context, Stage, hp
 from topoprune.prune.methods import METHODS
@@ -51,19 +51,16 @@ def snip_scores(
     >>> snip_scores(model, ["0"], [(x, y)], nn.functional.mse_loss)["0"]  # g = 2 (w.x) x
     tensor([[4., 6.]])
     """
-    modules = dict(model.named_modules())
-    params = [modules[n].weight_orig for n in names]
-    total = [torch.zeros_like(p) for p in params]
+    weights = pruned_weights(model, names)
+    total = {n: torch.zeros_like(w) for n, w in weights.items()}
     count = 0
-    with evaluating(model):
-        for inputs, targets in batches:
-            grads = torch.autograd.grad(loss_fn(model(inputs), targets), params)
-            for t, g in zip(total, grads, strict=True):
-                t += g * len(inputs)
-            count += len(inputs)
+    for size, grads in batch_gradients(model, names, batches, loss_fn):
+        for name, g in grads.items():
+            total[name] += g * size
+        count += size
     if not count:
         raise TopopruneError("no examples to compute SNIP's scores on")
-    return {n: (t / count * p.detach()).abs() for n, t, p in zip(names, total, params, strict=True)}
+    return {n: (t / count * weights[n].detach()).abs() for n, t in total.items()}
 
 
 def hessian_gradient_product(
@@ -248,17 +245,24 @@ class Synflow(ScoreMethod):
         ]  # fmt: skip
 
     def scores(self, ctx: Context) -> dict[str, torch.Tensor]:
-        inputs, _ = next(iter(ctx.scoring_batches(1)))  # only the input's shape is used
-        return synflow_scores(ctx.model, self.names, tuple(inputs.shape[1:]))
+        return synflow_scores(ctx.model, self.names, _input_shape(ctx))
 
     def _prune(self, ctx: Context) -> None:
         c = self.config
         shapes = {n: tuple(m.weight_mask.shape) for n, m in ctx.pruned_modules()}
         final = layer_sparsities(shapes, c.sparsity, c.allocation)
+        shape = _input_shape(ctx)  # drawn once: every round rescores on ones of this shape
         for k in range(c.rounds):
             goal = (
                 {n: geometric_sparsity(s, k, c.rounds) for n, s in final.items()}
                 if isinstance(final, dict)
                 else geometric_sparsity(final, k, c.rounds)
             )
-            apply_masks(ctx.model, allocate(self.scores(ctx), current_masks(ctx.model), goal))
+            scores = synflow_scores(ctx.model, self.names, shape)
+            apply_masks(ctx.model, allocate(scores, current_masks(ctx.model), goal))
+
+
+def _input_shape(ctx: Context) -> tuple[int, ...]:
+    """The shape of one training input (SynFlow uses no data, only this)."""
+    inputs, _ = next(iter(ctx.scoring_batches(1)))
+    return tuple(inputs.shape[1:])

@@ -251,6 +251,19 @@ def hutchinson_diagonal(
     return {n: t / count for n, t in zip(names, total, strict=True)}
 
 
+def batch_gradients(
+    model: nn.Module, names: list[str], batches: Iterable[Any], loss_fn: Loss
+) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
+    """Per batch, its size and the gradient of its mean loss with respect to each named layer's
+    weights (the model in ``eval`` mode): what first-order scores (SNIP, Taylor) sum up."""
+    weights = pruned_weights(model, names)
+    params = [weights[n] for n in names]
+    with evaluating(model):
+        for inputs, targets in batches:
+            grads = torch.autograd.grad(loss_fn(model(inputs), targets), params)
+            yield len(inputs), dict(zip(names, grads, strict=True))
+
+
 def empirical_fisher_diagonal(
     model: nn.Module,
     names: list[str],

@@ -39,6 +39,7 @@ from topoprune.errors import TopopruneError
 from topoprune.prune.allocation import layer_sparsities
 from topoprune.prune.curvature import (
     Loss,
+    batch_gradients,
     empirical_fisher_diagonal,
     evaluating,
     gauss_newton_diagonal,
@@ -46,6 +47,7 @@ from topoprune.prune.curvature import (
     hutchinson_diagonal,
     layer_inputs,
     lecun_diagonal,
+    pruned_weights,
 )
 from topoprune.prune.masks import apply_masks
 from topoprune.prune.method import Context, hp
@@ -309,19 +311,16 @@ def taylor_scores(
     model: nn.Module, names: list[str], batches: Iterable[Any], loss_fn: Loss
 ) -> dict[str, torch.Tensor]:
     """``mean over batches of |w * dL_batch/dw|`` for each named layer's weights."""
-    modules = dict(model.named_modules())
-    params = [modules[n].weight_orig for n in names]
-    total = [torch.zeros_like(p) for p in params]
+    weights = pruned_weights(model, names)
+    total = {n: torch.zeros_like(w) for n, w in weights.items()}
     count = 0
-    with evaluating(model):
-        for inputs, targets in batches:
-            grads = torch.autograd.grad(loss_fn(model(inputs), targets), params)
-            for t, p, g in zip(total, params, grads, strict=True):
-                t += (p.detach() * g).abs()
-            count += 1
+    for _, grads in batch_gradients(model, names, batches, loss_fn):
+        for name, g in grads.items():
+            total[name] += (weights[name].detach() * g).abs()
+        count += 1
     if not count:
         raise TopopruneError("no batches to compute Taylor scores on")
-    return {n: t / count for n, t in zip(names, total, strict=True)}
+    return {n: t / count for n, t in total.items()}
 
 
 def unit_taylor_scores(

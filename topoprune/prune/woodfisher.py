@@ -62,6 +62,7 @@ __all__ = [
     "mean_over_groups",
     "obs_block_update",
     "obs_scores",
+    "prune_with_update",
     "woodbury_inverse",
 ]
 
@@ -345,6 +346,22 @@ def fisher_gradients(
     return mean_over_groups(rows(), group)
 
 
+def prune_with_update(
+    layout: BlockLayout,
+    weights_flat: torch.Tensor,
+    fisher_inv_blocks: torch.Tensor,
+    masks: dict[str, torch.Tensor],
+    sparsity: dict[str, float] | float,
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """The masks keeping the highest OBS scores (by :func:`allocate` from ``masks`` to
+    ``sparsity``: per layer, or one value for one ranking) and every layer's weights after the
+    joint OBS update of the removed ones (float64), by layer name."""
+    scores = layout.unflatten(obs_scores(weights_flat, fisher_inv_blocks))
+    kept = allocate(scores, masks, sparsity, granularity="element")
+    removed = layout.flatten({n: masks[n] & ~kept[n] for n in masks})
+    return kept, layout.unflatten(obs_block_update(weights_flat, fisher_inv_blocks, removed))
+
+
 # ---- the method -------------------------------------------------------------------------------
 
 
@@ -414,10 +431,8 @@ class WoodFisher(ScoreMethod):
         """Score, choose the masks by allocation, apply the joint OBS update block by block."""
         masks = current_masks(ctx.model)
         layout, weights, inverse = self._curvature(ctx, masks)
-        scores = layout.unflatten(obs_scores(weights, inverse))
-        kept = allocate(scores, masks, self._goal(ctx, schedule), granularity="element")
-        removed = layout.flatten({n: masks[n] & ~kept[n] for n in self.names})
-        updated = layout.unflatten(obs_block_update(weights, inverse, removed))
+        kept, updated = prune_with_update(layout, weights, inverse, masks,
+                                          self._goal(ctx, schedule))  # fmt: skip
         modules = dict(ctx.pruned_modules())
         with torch.no_grad():
             for name in self.names:
