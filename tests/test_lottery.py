@@ -12,6 +12,7 @@ from topoprune.errors import TopopruneError
 from topoprune.prune.lottery import LotteryConfig, LotteryTicket
 from topoprune.prune.masks import add_masks
 from topoprune.prune.method import Context, TrainingState
+from topoprune.prune.methods import METHODS
 from topoprune.train.run import prune_model
 
 
@@ -106,3 +107,53 @@ def test_a_rewind_step_past_the_first_round_is_an_error():
     config = LotteryConfig(rounds=1, round_epochs=1, rewind_step=10**6)
     with pytest.raises(TopopruneError, match="past the first round"):
         prune_model(tiny(), "lottery", config, train=loader())
+
+
+def test_fixed_masks_train_a_rounds_mask_from_the_runs_own_initialisation(tmp_path):
+    config = LotteryConfig(rounds=2, round_epochs=1, lr=0.05)
+    prune_model(tiny(), "lottery", config, train=loader(), out=tmp_path / "ticket")
+    ticket = torch.load(tmp_path / "ticket" / "checkpoint.pt", weights_only=True)["extra"]
+    round1 = ticket["mask_history"]["round1"]
+    fixed = METHODS["fixed-masks"].Config(masks=str(tmp_path / "ticket" / "checkpoint.pt"),
+                                          snapshot="round1", epochs=0)  # fmt: skip
+    model, summary = prune_model(tiny(seed=3), "fixed-masks", fixed, train=loader())
+    fresh = tiny(seed=3)
+    for name in ("0", "2"):
+        mask = model.get_submodule(name).weight_mask.bool()
+        assert torch.equal(mask, round1[name])
+        start = fresh.get_submodule(name).weight_orig.detach()  # the new initialisation, masked
+        assert torch.equal(model.get_submodule(name).weight_orig.detach(), start * mask)
+    assert summary["kept_percent"]["0"] == pytest.approx(100 * 0.8)
+
+
+def test_fixed_masks_from_another_architecture_is_an_error(tmp_path):
+    other = add_masks(nn.Sequential(nn.Linear(6, 10), nn.ReLU(), nn.Linear(10, 4)))
+    prune_model(other, "dense", METHODS["dense"].Config(epochs=0), train=loader(),
+                out=tmp_path / "other")  # fmt: skip
+    bigger = add_masks(nn.Sequential(nn.Linear(6, 12), nn.ReLU(), nn.Linear(12, 4)))
+    fixed = METHODS["fixed-masks"].Config(masks=str(tmp_path / "other" / "checkpoint.pt"),
+                                          epochs=0)  # fmt: skip
+    with pytest.raises(TopopruneError, match="mask entries"):
+        prune_model(bigger, "fixed-masks", fixed, train=loader())
+
+
+@pytest.mark.parametrize("method", ["set", "rigl", "random"])
+def test_sparse_init_keeps_each_units_initial_scale_at_its_kept_fan_in(method):
+    """The 784-1000-1000-1000 MLP at 4% density: each unit's kept weights carry the variance
+    the dense initialisation gives its full fan-in (1 / (3 fan_in)) at the kept fan-in."""
+    from topoprune.models import build_model
+
+    config = {"set": {"epsilon": 20.0}, "rigl": {"sparsity": 0.955},
+              "random": {"kept": (0.045,)}}[method]  # fmt: skip
+    torch.manual_seed(0)
+    model = add_masks(build_model("mlp3x1000"), names=["3", "5"])
+    cls = METHODS[method]
+    pruner = cls(cls.Config(epochs=0, sparse_init=True, **config), ["3", "5"], seed=0)
+    pruner.stages()[0].on_start(context(model, pruner))
+    for name in ("3", "5"):
+        module = model.get_submodule(name)
+        mask = module.weight_mask.bool()
+        kept = mask.sum(dim=1, keepdim=True).float()
+        normalised = module.weight_orig.detach() * kept.sqrt() * 3**0.5  # unit variance if right
+        assert 0.03 < mask.float().mean() < 0.06
+        assert normalised[mask].var().item() == pytest.approx(1.0, rel=0.05)

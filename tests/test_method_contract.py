@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
+import tempfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -62,9 +65,21 @@ def loaders(mnist):
     return DataLoader(train, batch_size=100, shuffle=True), DataLoader(test, batch_size=300)
 
 
+@functools.cache
+def tiny_masks_file() -> str:
+    """A checkpoint of the tiny CNN with random masks keeping half of every layer, for the
+    methods that train given masks (a ``masks`` field)."""
+    out = Path(tempfile.mkdtemp()) / "half"
+    config = METHODS["random"].Config(kept=(0.5,), epochs=0)
+    prune_model(tiny_cnn(), "random", config, train=[], out=out, seed=7)
+    return str(out / "checkpoint.pt")
+
+
 def tiny_config(name: str):
     config = METHODS[name].Config()
     short = {f.name: 1 for f in dataclasses.fields(config) if f.name.endswith("epochs")}
+    if any(f.name == "masks" for f in dataclasses.fields(config)):
+        short["masks"] = tiny_masks_file()
     return dataclasses.replace(config, **short, **METHODS[name].contract_overrides)
 
 

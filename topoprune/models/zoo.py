@@ -84,6 +84,17 @@ def mlp1024(num_classes: int = 10) -> nn.Sequential:
     )  # fmt: skip
 
 
+@_register("mlp3x1000", (1, 28, 28), "784-1000-1000-1000-10 MLP (SET's Fashion-MNIST MLP, ReLU)")
+def mlp3x1000(num_classes: int = 10) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(784, 1000), nn.ReLU(),
+        nn.Linear(1000, 1000), nn.ReLU(),
+        nn.Linear(1000, 1000), nn.ReLU(),
+        nn.Linear(1000, num_classes),
+    )  # fmt: skip
+
+
 @_register("cnn_mnist", (1, 28, 28), "32C5-MP2-32C5-MP2-256FC-10")
 def cnn_mnist(num_classes: int = 10) -> nn.Sequential:
     return nn.Sequential(

@@ -111,6 +111,33 @@ def apply_masks(
             module.weight_orig.mul_(module.weight_mask)
 
 
+@torch.no_grad()
+def rescale_to_kept_fan_in(model: nn.Module) -> None:
+    """Multiply each masked layer's kept weights of output unit i by ``sqrt(fan_in / kept_i)``:
+    the variance its initialisation had for ``fan_in`` inputs now holds for the ``kept_i`` it
+    keeps (the sparsity-aware initialisation of Evci et al. 2022, "Gradient flow in sparse
+    neural networks"). A very sparse layer at the dense scale shrinks the signal by the density
+    at every layer. Units without inputs are left as they are.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> layer = add_masks(nn.Sequential(nn.Linear(4, 2, bias=False)))
+    >>> _ = layer[0].weight_orig.data.fill_(1.0)
+    >>> apply_masks(layer, {"0": torch.tensor([[1, 0, 0, 0], [1, 1, 1, 1]])})
+    >>> rescale_to_kept_fan_in(layer)
+    >>> layer[0].weight_orig.tolist()
+    [[2.0, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0]]
+    """
+    for _, module in masked_modules(model):
+        mask = module.weight_mask
+        fan_in = mask[0].numel()
+        kept = mask.flatten(1).sum(dim=1).clamp(min=1)
+        scale = (fan_in / kept).sqrt().view(-1, *([1] * (mask.dim() - 1)))
+        module.weight_orig.mul_(scale.to(module.weight_orig)).mul_(mask)
+
+
 def current_masks(model: nn.Module) -> dict[str, torch.Tensor]:
     """Boolean copies of every mask, by module name."""
     return {name: m.weight_mask.detach().bool().clone() for name, m in masked_modules(model)}

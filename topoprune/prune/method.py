@@ -174,6 +174,11 @@ def hp(
     return field(default=default, metadata=metadata)
 
 
+def sparse_init_flag():
+    """The ``sparse_init`` hyper-parameter of the methods that train sparse masks from scratch."""
+    return hp("rescale each unit's initial weights to its kept fan-in (Evci et al. 2022)", False)
+
+
 def _check_field(config: object, spec: dataclasses.Field) -> None:
     meta, value = spec.metadata, getattr(config, spec.name)
     values = value if isinstance(value, tuple) else (value,)

@@ -10,8 +10,16 @@ import torch
 
 from topoprune.errors import TopopruneError
 from topoprune.prune.allocation import magnitude_masks_by_quality, per_layer, random_masks
-from topoprune.prune.masks import apply_masks, current_masks
-from topoprune.prune.method import Context, Method, PruneConfig, Stage, TrainConfig, hp
+from topoprune.prune.masks import apply_masks, current_masks, rescale_to_kept_fan_in
+from topoprune.prune.method import (
+    Context,
+    Method,
+    PruneConfig,
+    Stage,
+    TrainConfig,
+    hp,
+    sparse_init_flag,
+)
 from topoprune.prune.scoring import ScoreConfig, ScoreMethod
 from topoprune.registry import Registry
 
@@ -134,6 +142,7 @@ class RandomConfig(PruneConfig):
     like: str = hp("copy the per-layer kept fractions of this checkpoint", "")
     dense_epochs: int = hp("epochs of dense training before masking (0: from scratch)", 0, low=0)
     epochs: int = hp("epochs of training with the random masks", 20, low=0)
+    sparse_init: bool = sparse_init_flag()
 
 
 @METHODS.register("random")
@@ -165,6 +174,8 @@ class RandomMasks(Method):
         shapes = {name: m.weight_mask.shape for name, m in ctx.pruned_modules()}
         generator = torch.Generator().manual_seed(self.seed + 7919)
         apply_masks(ctx.model, random_masks(shapes, self.kept, generator))
+        if self.config.sparse_init:
+            rescale_to_kept_fan_in(ctx.model)
 
     def stages(self) -> list[Stage]:
         c = self.config
@@ -173,3 +184,58 @@ class RandomMasks(Method):
 
     def target_kept(self) -> dict[str, float]:
         return dict(self.kept)
+
+
+@dataclass(frozen=True)
+class FixedMasksConfig(TrainConfig):
+    masks: str = hp("checkpoint whose masks are trained (empty: the masks the model has, as "
+                    "given by --init)", "")  # fmt: skip
+    snapshot: str = hp("that checkpoint's mask snapshot: a stage name, STAGE/epochN or stepN "
+                       "(empty: its final masks)", "")  # fmt: skip
+    epochs: int = hp("epochs of training with the fixed masks", 20, low=0)
+    sparse_init: bool = sparse_init_flag()
+
+
+@METHODS.register("fixed-masks")
+class FixedMasks(Method):
+    """Train given masks from this run's initialisation (its seed): a lottery ticket's mask from
+    a new initialisation (Frankle and Carbin's random re-initialisation control), or any mask
+    from scratch."""
+
+    Config = FixedMasksConfig
+    paper = "the re-initialisation control of Frankle and Carbin 2019"
+
+    def _install(self, ctx: Context) -> None:
+        if self.config.masks:
+            apply_masks(ctx.model, self._read(dict(ctx.pruned_modules())))
+        if self.config.sparse_init:
+            rescale_to_kept_fan_in(ctx.model)
+
+    def _read(self, modules: dict) -> dict[str, torch.Tensor]:
+        from topoprune.io import load_network
+
+        network = load_network(self.config.masks, snapshot=self.config.snapshot or None,
+                               keep_weights=False)  # fmt: skip
+        found = {layer.name.removesuffix(".weight"): layer.mask for layer in network.layers}
+        missing = [n for n in modules if n not in found]
+        if missing:
+            raise TopopruneError(
+                f"{self.config.masks} has no masks for layers {', '.join(missing)}: it is "
+                "another architecture"
+            )
+        masks = {}
+        for name, module in modules.items():
+            mask = torch.as_tensor(found[name])
+            if mask.numel() != module.weight_mask.numel():
+                raise TopopruneError(
+                    f"{self.config.masks}: layer {name} has {mask.numel()} mask entries, the "
+                    f"model {module.weight_mask.numel()}"
+                )
+            masks[name] = mask.reshape(module.weight_mask.shape)
+        return masks
+
+    def stages(self) -> list[Stage]:
+        return [self.config.stage("fixed", self.config.epochs, on_start=self._install)]
+
+    def target_kept(self) -> dict[str, float] | None:
+        return None  # whatever the given masks keep

@@ -21,8 +21,16 @@ import torch
 
 from topoprune.errors import TopopruneError
 from topoprune.prune.allocation import erk_densities, random_masks
-from topoprune.prune.masks import apply_masks, current_masks
-from topoprune.prune.method import Context, Method, Stage, TrainConfig, TrainingState, hp
+from topoprune.prune.masks import apply_masks, current_masks, rescale_to_kept_fan_in
+from topoprune.prune.method import (
+    Context,
+    Method,
+    Stage,
+    TrainConfig,
+    TrainingState,
+    hp,
+    sparse_init_flag,
+)
 from topoprune.prune.methods import METHODS
 
 
@@ -35,6 +43,7 @@ class RigLConfig(TrainConfig):
     alpha: float = hp("initial drop fraction (cosine decay to 0 at --stop)", 0.3, low=0, high=1)
     stop: float = hp("share of the training steps after which masks stay fixed", 0.75, low=0,
                      high=1)  # fmt: skip
+    sparse_init: bool = sparse_init_flag()
 
 
 def drop_fraction(alpha: float, step: int, stop_step: int) -> float:
@@ -97,6 +106,8 @@ class RigL(Method):
         densities = erk_densities(sizes, 1 - self.config.sparsity)
         generator = torch.Generator().manual_seed(self.seed + 32452843)
         apply_masks(ctx.model, random_masks(shapes, densities, generator))
+        if self.config.sparse_init:
+            rescale_to_kept_fan_in(ctx.model)
         ctx.state.mask_history["rigl/step0"] = current_masks(ctx.model)
 
     def _due(self, ctx: Context) -> bool:

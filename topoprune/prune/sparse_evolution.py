@@ -18,8 +18,16 @@ from typing import ClassVar
 import torch
 
 from topoprune.prune.allocation import random_masks
-from topoprune.prune.masks import apply_masks, current_masks
-from topoprune.prune.method import Context, Method, Stage, TrainConfig, TrainingState, hp
+from topoprune.prune.masks import apply_masks, current_masks, rescale_to_kept_fan_in
+from topoprune.prune.method import (
+    Context,
+    Method,
+    Stage,
+    TrainConfig,
+    TrainingState,
+    hp,
+    sparse_init_flag,
+)
 from topoprune.prune.methods import METHODS
 
 
@@ -35,6 +43,7 @@ class SETConfig(TrainConfig):
                      low=0, high=1)  # fmt: skip
     epochs: int = hp("epochs of sparse evolutionary training", 20, low=0)
     init_std: float = hp("std of a regrown connection's initial weight", 0.01, low=0)
+    sparse_init: bool = sparse_init_flag()
 
 
 def erdos_renyi_density(shape: torch.Size, epsilon: float) -> float:
@@ -108,6 +117,8 @@ class SparseEvolutionaryTraining(Method):
         shapes = {n: m.weight_mask.shape for n, m in ctx.pruned_modules()}
         generator = torch.Generator().manual_seed(self.seed + 15485863)
         apply_masks(ctx.model, random_masks(shapes, self._densities(ctx), generator))
+        if self.config.sparse_init:
+            rescale_to_kept_fan_in(ctx.model)
         ctx.state.mask_history["set/epoch0"] = current_masks(ctx.model)
 
     @torch.no_grad()

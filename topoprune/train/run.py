@@ -326,6 +326,7 @@ def prune_model(
         "compression": compression(model),
         "stage_test_errors": {h["stage"]: h["test_error"] for h in ends if "test_error" in h},
         "steps": state.step,
+        "history": _plain(state.history),  # per epoch: loss, validation error, seconds
         "report": _plain(pruner.report(state)),
         "wall_seconds_this_run": time.perf_counter() - start,
         "checkpoint": str(path) if path is not None else None,
