@@ -72,6 +72,7 @@ bench: $(INSTALLED)
 	$(PY) -m benchmarks.powerlaw_fit --out results/benchmarks/powerlaw_fit.json
 	$(PY) -m benchmarks.masked_step --out results/benchmarks/masked_step.json
 	$(PY) -m benchmarks.second_order --time-limit-s 240 --out results/benchmarks/second_order.json
+	$(PY) -m benchmarks.sparse_training_step --out results/benchmarks/sparse_training_step.json
 
 FORCE:
 

@@ -18,6 +18,7 @@ STUDIES.register("continual-pa")("topoprune_studies.continual_pa")
 STUDIES.register("progressive")("topoprune_studies.progressive")
 STUDIES.register("regularisation")("topoprune_studies.regularisation")
 STUDIES.register("saliency")("topoprune_studies.saliency")
+STUDIES.register("sparse-training")("topoprune_studies.sparse_training")
 
 
 def load_study(name: str) -> ModuleType:

@@ -8,10 +8,14 @@ from topoprune.data import ImageDataset, load_dataset
 from topoprune.data.images import Split
 
 
+def subset(data: ImageDataset, train_subset: int = 0) -> ImageDataset:
+    """``data`` with its training split cut to the first ``train_subset`` images (0: all)."""
+    if not train_subset:
+        return data
+    n = train_subset
+    return replace(data, train=Split(data.train.images[:n], data.train.labels[:n]))
+
+
 def mnist(train_subset: int = 0) -> ImageDataset:
     """MNIST, its training split cut to the first ``train_subset`` images (0: all; quick modes)."""
-    data = load_dataset("mnist")
-    if train_subset:
-        n = train_subset
-        data = replace(data, train=Split(data.train.images[:n], data.train.labels[:n]))
-    return data
+    return subset(load_dataset("mnist"), train_subset)

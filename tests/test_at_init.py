@@ -12,6 +12,7 @@ from topoprune.prune.at_init import (
     GraspConfig,
     SnipConfig,
     SynflowConfig,
+    class_balanced,
     hessian_gradient_product,
     snip_scores,
     synflow_scores,
@@ -86,6 +87,8 @@ def loader():
     ("snip", SnipConfig(sparsity=(0.8,), retrain_epochs=0, scoring_examples=40, reinit=True)),
     ("grasp", GraspConfig(sparsity=(0.8,), retrain_epochs=1, scoring_examples=40)),
     ("grasp-abs", GraspConfig(sparsity=(0.8,), retrain_epochs=1, scoring_examples=40)),
+    ("grasp", GraspConfig(sparsity=(0.8,), retrain_epochs=1, scoring_examples=40,
+                          samples_per_class=4)),
     ("synflow", SynflowConfig(sparsity=(0.8,), retrain_epochs=1, rounds=10)),
 ])  # fmt: skip
 def test_methods_keep_the_global_fraction_and_record_their_choices(method, config):
@@ -117,3 +120,20 @@ def test_synflow_avoids_layer_collapse_where_magnitude_would_not_matter():
     config = SynflowConfig(sparsity=(0.99,), retrain_epochs=0, rounds=20)
     model, _ = prune_model(model, "synflow", config, train=DataLoader(TensorDataset(x, y)))
     assert all(int(m.weight_mask.sum()) > 0 for m in (model[0], model[2]))
+
+
+def test_grasp_balanced_scores_are_the_products_on_the_balanced_batch():
+    x, y = data(60)
+    images, labels = class_balanced([(x[:20], y[:20]), (x[20:], y[20:])], 4)
+    assert torch.bincount(labels).tolist() == [4, 4, 4]
+    config = GraspConfig(sparsity=(0.5,), retrain_epochs=0, scoring_examples=60,
+                         samples_per_class=4)  # fmt: skip
+    whole = DataLoader(TensorDataset(x, y), batch_size=60)  # one batch: all 60 are drawn
+    model, _ = prune_model(tiny_mlp(), "grasp", config, train=whole, seed=3)
+    reference = tiny_mlp()
+    hg = hessian_gradient_product(reference, ["0", "2"], [(images, labels)],
+                                  nn.functional.cross_entropy, 200.0)  # fmt: skip
+    scores = {n: reference.get_submodule(n).weight_orig.detach() * hg[n] for n in ("0", "2")}
+    flat = torch.cat([scores[n].flatten() for n in ("0", "2")])
+    kept = torch.cat([model.get_submodule(n).weight_mask.flatten() for n in ("0", "2")]).bool()
+    assert flat[kept].min() >= flat[~kept].max()  # the highest -w Hg went

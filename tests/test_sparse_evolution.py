@@ -28,12 +28,20 @@ def test_evolve_drops_the_weights_closest_to_zero_of_each_sign_and_grows_as_many
     w = w * mask
     new, grown = evolve(w, mask, 0.3, torch.Generator().manual_seed(1))
     positive, negative = mask & (w > 0), mask & (w < 0)
-    dropped = mask & ~new
+    dropped = mask & (~new | grown)  # a dropped position may be drawn again, with a new weight
     assert int(dropped.sum()) == round(0.3 * int(positive.sum())) + round(0.3 * int(negative.sum()))
     # the dropped positives are the smallest positives, the dropped negatives the largest
-    assert w[dropped & positive].max() <= w[positive & new].min()
-    assert w[dropped & negative].min() >= w[negative & new].max()
-    assert int(new.sum()) == int(mask.sum()) and not (grown & mask).any()
+    survivors = new & ~grown
+    assert w[dropped & positive].max() <= w[positive & survivors].min()
+    assert w[dropped & negative].min() >= w[negative & survivors].max()
+    assert int(new.sum()) == int(mask.sum()) and int(grown.sum()) == int(dropped.sum())
+
+
+def test_evolve_keeps_a_dense_layers_size():
+    w = torch.randn(10, 10, generator=torch.Generator().manual_seed(0))
+    full = torch.ones(10, 10, dtype=torch.bool)
+    new, grown = evolve(w, full, 0.3, torch.Generator().manual_seed(1))
+    assert bool(new.all()) and int(grown.sum()) > 0  # every dropped connection regrown anew
 
 
 def loader():

@@ -11,6 +11,8 @@ network trains for ``retrain_epochs`` epochs at the full learning rate (``--dens
 - ``grasp`` (Wang, Zhang and Grosse 2020): ``S = -w * (H g)`` with the Hessian-gradient product
   by double backpropagation through the loss of the logits divided by ``temperature`` (200 in the
   paper's code); the weights of highest ``S`` are removed, as in the paper's Algorithm 1.
+  ``--samples-per-class k`` scores on the first k examples of each class among the drawn
+  ``scoring_examples`` (the paper's code fetches 10 per class).
   ``grasp-abs`` keeps the highest ``|w * (H g)|``, the variant later ports report to work
   better.
 - ``synflow`` (Tanaka et al. 2020): data-free; ``R = 1^T (prod_l |W_l|) 1`` computed by the
@@ -61,6 +63,27 @@ def snip_scores(
     if not count:
         raise TopopruneError("no examples to compute SNIP's scores on")
     return {n: (t / count * weights[n].detach()).abs() for n, t in total.items()}
+
+
+def class_balanced(batches, per_class: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One batch of the first ``per_class`` examples of every class found in ``batches`` (GraSP's
+    class-balanced scoring batch); a class with fewer examples contributes what it has.
+
+    >>> x = torch.arange(6.0).view(6, 1)
+    >>> y = torch.tensor([0, 0, 1, 0, 1, 1])
+    >>> images, labels = class_balanced([(x[:3], y[:3]), (x[3:], y[3:])], 2)
+    >>> images.flatten().tolist(), labels.tolist()
+    ([0.0, 1.0, 2.0, 4.0], [0, 0, 1, 1])
+    """
+    batches = list(batches)
+    images = torch.cat([x for x, _ in batches])
+    labels = torch.cat([y for _, y in batches])
+    if labels.dim() != 1 or labels.dtype not in (torch.int64, torch.int32):
+        raise TopopruneError("class-balanced scoring needs integer class labels")
+    keep = torch.zeros_like(labels, dtype=torch.bool)
+    for c in labels.unique():
+        keep[torch.nonzero(labels == c).flatten()[:per_class]] = True
+    return images[keep], labels[keep]
 
 
 def hessian_gradient_product(
@@ -183,6 +206,12 @@ def _reinitialise(ctx: Context, seed: int) -> None:
 class GraspConfig(AtInitConfig):
     temperature: float = hp("the logits are divided by this (200 in the paper's code)", 200.0,
                             low=0, low_open=True)  # fmt: skip
+    samples_per_class: int = hp(
+        "score on this many examples of each class, taken in order from the drawn scoring "
+        "examples (the paper's code: 10; 0: the drawn examples as they come)",
+        0,
+        low=0,
+    )
 
 
 @METHODS.register("grasp")
@@ -199,6 +228,8 @@ class Grasp(ScoreMethod):
     def _products(self, ctx: Context) -> dict[str, torch.Tensor]:
         modules = dict(ctx.pruned_modules())
         batches = ctx.scoring_batches(self.config.scoring_examples)
+        if self.config.samples_per_class:
+            batches = [class_balanced(batches, self.config.samples_per_class)]
         hg = hessian_gradient_product(ctx.model, self.names, batches, ctx.loss_fn,
                                       self.config.temperature)  # fmt: skip
         return {n: modules[n].weight_orig.detach() * hg[n] for n in self.names}

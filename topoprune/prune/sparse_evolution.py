@@ -5,9 +5,10 @@ n_out)`` (fan-in and fan-out of the layer: a convolution's fan-in counts its ker
 the run's seed. After every epoch but the last (as in the authors' code) each layer drops the
 fraction ``zeta`` of its smallest positive weights and the fraction ``zeta`` of its largest
 negative weights (those closest to zero), and grows as many connections at random among its
-absent ones, their weights drawn from N(0, ``init_std``^2) (the new connections start with zero
-optimizer state). The layer's number of connections never changes. The masks after every update
-are kept in the run's mask history (``set/epoch<k>``), for ``topoprune attach`` between any two.
+absent ones (the just-dropped included, as in the authors' code), their weights drawn from N(0,
+``init_std``^2) (the new connections start with zero optimizer state). The layer's number of
+connections never changes. The masks after every update are kept in the run's mask history
+(``set/epoch<k>``), for ``topoprune attach`` between any two.
 """
 
 from __future__ import annotations
@@ -70,10 +71,13 @@ def evolve(
     >>> w = torch.tensor([0.5, 0.1, -0.2, -0.9, 0.0, 0.0])
     >>> m = torch.tensor([True, True, True, True, False, False])
     >>> new, grown = evolve(w, m, 0.5, torch.Generator().manual_seed(0))
-    >>> new[:4].tolist()  # 0.1 (smallest positive) and -0.2 (largest negative) dropped
-    [True, False, False, True]
-    >>> int(new.sum()), int(grown.sum())
+    >>> bool(new[0] and new[3])  # 0.1 (smallest positive) and -0.2 (largest negative) dropped
+    True
+    >>> int(new.sum()), int(grown.sum())  # two grown among positions 1, 2, 4, 5
     (4, 2)
+    >>> full, regrown = evolve(w[:4], m[:4], 0.5, torch.Generator().manual_seed(0))
+    >>> full.tolist(), regrown.tolist()  # nothing absent: the dropped two grow back, anew
+    ([True, True, True, True], [False, True, True, False])
     """
     alive = mask.bool().flatten()
     w = weight.detach().flatten()
@@ -84,7 +88,9 @@ def evolve(
         if count:
             order = torch.argsort((sign * w[candidates]), stable=True)
             drop[candidates[order[:count]]] = True
-    absent = torch.nonzero(~alive).flatten()
+    # as in SET's code, the just-dropped positions are empty again and may be drawn: a dense
+    # layer (density 1 at small fan-in) keeps its size
+    absent = torch.nonzero(~(alive & ~drop)).flatten()
     want = int(drop.sum())
     grown = torch.zeros_like(alive)
     if want and len(absent):
