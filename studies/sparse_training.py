@@ -34,6 +34,7 @@ under ``runs/`` (summaries in git, checkpoints not).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -93,6 +94,9 @@ class Config:
     dst_cases: tuple[tuple[str, str, int], ...] = (("lenet300", "mnist", 20),
                                                    ("mlp3x1000", "fashion-mnist", 5))  # fmt: skip
     rigl_delta_t: int = 100
+    # the initialisation check: (model, data set, epochs, training images) with and without
+    # --sparse-init for the sparse-from-scratch methods, one seed
+    init_check: tuple[str, str, int, int] = ("mlp3x1000", "fashion-mnist", 2, 15000)
     attachment_pairs: int = 8  # consecutive snapshot pairs measured per run
     attachment_boot: int = 200
     fit_boot: int = 100
@@ -108,6 +112,7 @@ QUICK = Config(
     lottery_epochs=1,
     dst_cases=(("lenet300", "mnist", 2),),
     rigl_delta_t=10,
+    init_check=("lenet300", "mnist", 1, 1000),
     attachment_pairs=2,
     attachment_boot=20,
     fit_boot=10,
@@ -120,20 +125,21 @@ class Runs:
 
     def __init__(self, out: Path, config: Config, device: str, progress: bool) -> None:
         self.out, self.config, self.device, self.progress = out, config, device, progress
-        self._data: dict[str, ImageDataset] = {}
+        self._data: dict[tuple[str, int], ImageDataset] = {}
 
-    def data(self, name: str) -> ImageDataset:
-        if name not in self._data:
-            self._data[name] = subset(load_dataset(name), self.config.train_subset)
-        return self._data[name]
+    def data(self, name: str, images: int | None = None) -> ImageDataset:
+        images = self.config.train_subset if images is None else images
+        if (name, images) not in self._data:
+            self._data[name, images] = subset(load_dataset(name), images)
+        return self._data[name, images]
 
     def train(self, model: str, data: str, name: str, seed: int, method: str, config,
-              batch: int) -> dict:  # fmt: skip
+              batch: int, images: int | None = None) -> dict:  # fmt: skip
         settings = TrainSettings(seed=seed, device=self.device, progress=self.progress,
                                  batch_size=batch)  # fmt: skip
         folder = self.out / "runs" / f"{model}-{data}-{name}-seed{seed}"
         return prune_run(model, data, method, config, settings, folder, resume=True,
-                         data=self.data(data))  # fmt: skip
+                         data=self.data(data, images))  # fmt: skip
 
 
 def _kept_percent(summary: dict) -> float:
@@ -322,6 +328,25 @@ def dst_table(rows: list[dict]) -> list[dict]:
     return out
 
 
+def init_check_part(runs: Runs, config: Config) -> list[dict]:
+    """SET, RigL and static random masks with and without ``--sparse-init``, one seed, a short
+    run on a subset: does the default (dense-scale) initialisation train at these densities?"""
+    model, data, epochs, images = config.init_check
+    rows = []
+    for method in ("set", "rigl", "random"):
+        for sparse_init in (False, True):
+            cfg = dataclasses.replace(dst_config(method, model, epochs, config),
+                                      sparse_init=sparse_init)  # fmt: skip
+            name = f"init-{method}-{'sparse' if sparse_init else 'default'}"
+            summary = runs.train(model, data, name, config.seeds[0], method, cfg,
+                                 BATCH["dst"][model], images)  # fmt: skip
+            rows.append({"model": model, "data": data, "method": method,
+                         "sparse_init": sparse_init, "seed": config.seeds[0], "epochs": epochs,
+                         "train_images": images, "kept_percent": _kept_percent(summary),
+                         "test_error": round(100 * summary["test_error"], 3)})  # fmt: skip
+    return rows
+
+
 # ---- part 4: attachment and degree distributions during training ------------------------------
 
 
@@ -494,6 +519,8 @@ def run(config: Config, out: str | Path, *, progress: bool = False) -> dict:
     clock["lottery"], tic = time.perf_counter() - tic, time.perf_counter()
     dst, summaries = dst_part(runs, config)
     clock["dynamic_sparse_training"], tic = time.perf_counter() - tic, time.perf_counter()
+    init = init_check_part(runs, config)
+    clock["init_check"], tic = time.perf_counter() - tic, time.perf_counter()
     attachment, fits = attachment_part(summaries, config, out / "attach")
     clock["attachment_and_fits"] = time.perf_counter() - tic
 
@@ -504,12 +531,14 @@ def run(config: Config, out: str | Path, *, progress: bool = False) -> dict:
     (out / "lottery.csv").write_text(rows_to_csv(
         [{k: v for k, v in r.items() if k != "val_errors"} for r in lottery]))  # fmt: skip
     (out / "dst.csv").write_text(rows_to_csv(dst, _columns(dst)))
+    (out / "init_check.csv").write_text(rows_to_csv(init))
     (out / "attachment.csv").write_text(rows_to_csv(attachment, ATTACHMENT_COLUMNS))
     (out / "fits.csv").write_text(rows_to_csv(fits, FIT_COLUMNS))
     (out / "tables.md").write_text(
         "## SNIP's Table 1 (test error %)\n\n" + rows_to_markdown(tables["snip"])
         + "\n## Lottery tickets (LeNet-300-100)\n\n" + rows_to_markdown(tables["lottery"])
         + "\n## Dynamic sparse training\n\n" + rows_to_markdown(tables["dst"])
+        + "\n## Initialisation check (one seed)\n\n" + rows_to_markdown(init)
         + "\n## Attachment between consecutive masks\n\n" + rows_to_markdown(tables["attachment"])
         + "\n## Degree distributions during training\n\n" + rows_to_markdown(tables["fits"])
     )  # fmt: skip
@@ -565,7 +594,7 @@ def figures(results: str | Path, out: str | Path) -> list[Path]:
     models = sorted({r["model"] for r in data["snip"]} | {r["model"] for r in data["dst"]})
     fig, axes = plt.subplots(1, len(models), figsize=(4.5 * len(models), 4), squeeze=False)
     for ax, model in zip(axes[0], models, strict=True):
-        for method, marker in (("snip", "o"), *((m, "s") for m in DST_METHODS)):
+        for index, (method, marker) in enumerate((("snip", "o"), *((m, "s") for m in DST_METHODS))):
             source = data["snip"] if method == "snip" else data["dst"]
             groups = _groups([r for r in source if r["model"] == model and r["method"] == method],
                              ("kept_percent",))  # fmt: skip
@@ -576,7 +605,7 @@ def figures(results: str | Path, out: str | Path) -> list[Path]:
             y = [np.mean([g["test_error"] for g in groups[k]]) for k in kept]
             sd = [np.std([g["test_error"] for g in groups[k]]) for k in kept]
             ax.errorbar(x, y, sd, marker=marker, linestyle="-" if method == "snip" else "",
-                        label=method, capsize=3)  # fmt: skip
+                        label=method, capsize=3, color=f"C{index}")  # fmt: skip
         paper = PAPER_SNIP.get(model)
         if paper and any(r["model"] == model for r in data["snip"]):
             points = [(100 * s, e) for s, e in paper.items() if s != "dense"]
@@ -641,7 +670,7 @@ def figures(results: str | Path, out: str | Path) -> list[Path]:
             rows = [r for r in data["fits"] if r["model"] == model and r["method"] == method
                     and r["seed"] == min(g["seed"] for g in data["fits"])]  # fmt: skip
             layers = list(dict.fromkeys(r["node_layer"] for r in rows))
-            fig, axes = plt.subplots(1, len(layers), figsize=(3.6 * len(layers), 3.4),
+            fig, axes = plt.subplots(1, len(layers), figsize=(3.6 * len(layers), 3.8),
                                      squeeze=False)  # fmt: skip
             for ax, layer in zip(axes[0], layers, strict=True):
                 for when in ("start", "middle", "end"):
@@ -652,8 +681,7 @@ def figures(results: str | Path, out: str | Path) -> list[Path]:
                     counts = np.array(hit[0]["degrees"]["count"])
                     ccdf = 1 - np.concatenate([[0], np.cumsum(counts)[:-1]]) / counts.sum()
                     keep = k > 0
-                    label = f"{when} ({hit[0]['verdict']})"
-                    ax.loglog(k[keep], ccdf[keep], marker=".", label=label)
+                    ax.loglog(k[keep], ccdf[keep], marker=".", label=when)  # verdicts: fits.csv
                 ax.set(title=f"{layer}", xlabel="degree", ylabel="P(D >= d)")
                 ax.legend(fontsize=6)
             fig.suptitle(f"{model}, {method}: degrees during training (seed 0)")

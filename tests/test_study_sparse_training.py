@@ -58,6 +58,15 @@ def test_dynamic_sparse_training_matches_densities_across_methods(quick):
     assert max(kept) - min(kept) < 0.05  # SET's Erdos-Renyi densities for every method
 
 
+def test_the_initialisation_check_runs_each_method_with_and_without_sparse_init(quick):
+    out, _ = quick
+    check = rows(out / "init_check.csv")
+    assert {(r["method"], r["sparse_init"]) for r in check} == {
+        (m, s) for m in ("set", "rigl", "random") for s in ("True", "False")
+    }
+    assert all(0 <= float(r["test_error"]) <= 100 for r in check)
+
+
 def test_attachment_and_fits_are_measured_during_training(quick):
     out, _ = quick
     attachment = rows(out / "attachment.csv")
