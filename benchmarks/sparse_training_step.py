@@ -8,7 +8,8 @@ Each method trains the same model on the same batches (random images, batch 128)
 engine (``prune_model``), for ``--epochs`` epochs of ``--steps-per-epoch`` steps, with no
 validation or checkpoints:
 
-- ``dense``: the dense model (the baseline);
+- ``dense``: the dense model (the baseline; it carries all-ones masks, so the masking machinery's
+  own cost is in the baseline too: ``benchmarks/masked_step.py`` measures that cost);
 - ``random``: static random masks of SET's densities (the masked step alone);
 - ``set``: epsilon 20, zeta 0.3: after every epoch but the last, drop and regrow (in the epoch's
   time);
@@ -17,7 +18,8 @@ validation or checkpoints:
 
 A method's time per step is the sum of its epochs' times (``history[*].seconds``: training and
 the epoch-end hook) over its steps. Rounds interleave the methods; the overhead of a method is the
-median over rounds of its time over dense's in the same round, minus 1. Target (issue 16): RigL
+median over rounds of its time over dense's in the same round, minus 1 (the ``*_ms`` fields are
+each method's best round). Target (issue 16): RigL
 and SET at most +25% per step.
 """
 

@@ -79,6 +79,9 @@ DST_RECIPE = {
 BATCH = {"snip": 100, "lottery": 60, "dst": {"lenet300": 100, "mlp3x1000": 128}}
 SET_EPSILON, SET_ZETA = 20.0, 0.3
 DST_METHODS = ("set", "rigl", "random", "magnitude")
+# an update that grows fewer connections than this in a layer is listed, not summarised: a
+# rate fitted to a handful of new connections says little (RigL's last updates grow 1)
+MIN_CREATED = 50
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,9 @@ class Config:
     snip_cases: tuple[tuple[str, float], ...] = (("lenet300", 0.95), ("lenet300", 0.98),
                                                  ("lenet5", 0.98), ("lenet5", 0.99))  # fmt: skip
     snip_epochs: tuple[tuple[str, int], ...] = (("lenet300", 20), ("lenet5", 5))
+    # SNIP at a longer schedule, one seed: (model, sparsity, epochs); is the gap to the paper
+    # a matter of training length?
+    snip_longer: tuple[tuple[str, float, int], ...] = (("lenet300", 0.98, 100),)
     lottery_rounds: tuple[int, ...] = (0, 3, 7, 9, 12, 15, 18)  # the paper's remaining %
     lottery_epochs: int = 4  # per round
     # (model, data set, epochs) of the dynamic sparse training comparison
@@ -108,6 +114,7 @@ QUICK = Config(
     seeds=(0,),
     snip_cases=(("lenet300", 0.95),),
     snip_epochs=(("lenet300", 1),),
+    snip_longer=(("lenet300", 0.95, 2),),
     lottery_rounds=(0, 1, 2),
     lottery_epochs=1,
     dst_cases=(("lenet300", "mnist", 2),),
@@ -175,12 +182,20 @@ def snip_part(runs: Runs, config: Config) -> list[dict]:
             summary = runs.train(model, "mnist", f"snip{sparsity:g}", seed, "snip", snip,
                                  BATCH["snip"])  # fmt: skip
             rows.append(_snip_row(model, "snip", sparsity, seed, summary, epochs[model]))
+    for model, sparsity, longer in config.snip_longer:
+        snip = METHODS["snip"].Config(sparsity=(sparsity,), retrain_epochs=longer,
+                                      scoring_examples=100, **SNIP_RECIPE)  # fmt: skip
+        summary = runs.train(model, "mnist", f"snip{sparsity:g}-{longer}epochs", config.seeds[0],
+                             "snip", snip, BATCH["snip"])  # fmt: skip
+        rows.append(_snip_row(model, "snip", sparsity, config.seeds[0], summary, longer,
+                              "longer"))  # fmt: skip
     return rows
 
 
 def _snip_row(model: str, method: str, sparsity: float, seed: int, summary: dict,
-              epochs: int) -> dict:  # fmt: skip
+              epochs: int, schedule: str = "main") -> dict:  # fmt: skip
     return {"model": model, "method": method, "sparsity": sparsity, "seed": seed,
+            "schedule": schedule,
             "kept_percent": _kept_percent(summary),
             "test_error": round(100 * summary["test_error"], 3),
             "paper_test_error": PAPER_SNIP.get(model, {}).get(
@@ -191,11 +206,11 @@ def _snip_row(model: str, method: str, sparsity: float, seed: int, summary: dict
 def snip_table(rows: list[dict]) -> list[dict]:
     """Mean and std over seeds beside the paper, and whether ours is within 0.3 points."""
     out = []
-    for key, group in _groups(rows, ("model", "method", "sparsity")).items():
+    for key, group in _groups(rows, ("model", "method", "sparsity", "epochs")).items():
         errors = [r["test_error"] for r in group]
         paper = group[0]["paper_test_error"]
         mean = float(np.mean(errors))
-        out.append({**dict(zip(("model", "method", "sparsity"), key, strict=True)),
+        out.append({**dict(zip(("model", "method", "sparsity", "epochs"), key, strict=True)),
                     "seeds": len(group), "kept_percent": group[0]["kept_percent"],
                     "test_error": mean_sd(errors), "paper_test_error": paper,
                     "difference": None if paper is None else round(mean - paper, 2),
@@ -451,7 +466,7 @@ def attachment_table(rows: list[dict]) -> list[dict]:
     """Per model, method and layer: beta over updates and seeds, and how many intervals lie above
     0 (preferential) or below it."""
     out = []
-    measured = [r for r in rows if r["beta"] is not None]
+    measured = [r for r in rows if r["beta"] is not None and r["created"] >= MIN_CREATED]
     for key, group in _groups(measured, ("model", "method", "layer")).items():
         out.append({**dict(zip(("model", "method", "layer"), key, strict=True)),
                     "measurements": len(group),
@@ -496,8 +511,10 @@ def table_rows(snip: list[dict], lottery: list[dict], dst: list[dict]) -> list[d
                      "seeds": len(group), "test_error_mean": round(float(np.mean(errors)), 3),
                      "test_error_std": round(float(np.std(errors)), 3), "part": part})  # fmt: skip
 
-    for (model, method, _), group in _groups(snip, ("model", "method", "sparsity")).items():
-        add("snip", model, method, group)
+    for (model, method, _, epochs), group in _groups(
+        snip, ("model", "method", "sparsity", "epochs")
+    ).items():
+        add(f"snip ({epochs} epochs)", model, method, group)
     for (r, variant), group in _groups(lottery, ("round", "variant")).items():
         add("lottery", "lenet300", f"lottery-{variant}-round{r}", group)
     for (model, data, method), group in _groups(dst, ("model", "data", "method")).items():
@@ -595,7 +612,8 @@ def figures(results: str | Path, out: str | Path) -> list[Path]:
     fig, axes = plt.subplots(1, len(models), figsize=(4.5 * len(models), 4), squeeze=False)
     for ax, model in zip(axes[0], models, strict=True):
         for index, (method, marker) in enumerate((("snip", "o"), *((m, "s") for m in DST_METHODS))):
-            source = data["snip"] if method == "snip" else data["dst"]
+            source = ([r for r in data["snip"] if r.get("schedule", "main") == "main"]
+                      if method == "snip" else data["dst"])  # fmt: skip
             groups = _groups([r for r in source if r["model"] == model and r["method"] == method],
                              ("kept_percent",))  # fmt: skip
             if not groups:
@@ -647,7 +665,8 @@ def figures(results: str | Path, out: str | Path) -> list[Path]:
         fig, axes = plt.subplots(1, len(cases), figsize=(4.5 * len(cases), 4), squeeze=False)
         for ax, (model, method) in zip(axes[0], cases, strict=True):
             rows = [r for r in data["attachment"] if r["model"] == model
-                    and r["method"] == method and r["beta"] is not None]  # fmt: skip
+                    and r["method"] == method and r["beta"] is not None
+                    and r["created"] >= MIN_CREATED]  # fmt: skip
             layers = sorted({r["layer"] for r in rows})
             for i, layer in enumerate(layers):
                 mine = [r for r in rows if r["layer"] == layer]
@@ -684,6 +703,6 @@ def figures(results: str | Path, out: str | Path) -> list[Path]:
                     ax.loglog(k[keep], ccdf[keep], marker=".", label=when)  # verdicts: fits.csv
                 ax.set(title=f"{layer}", xlabel="degree", ylabel="P(D >= d)")
                 ax.legend(fontsize=6)
-            fig.suptitle(f"{model}, {method}: degrees during training (seed 0)")
+            fig.suptitle(f"{model}, {method}: degrees during training (first seed)")
             save(fig, f"degrees-{model}-{method}.png")
     return written

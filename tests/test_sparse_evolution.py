@@ -59,6 +59,21 @@ def test_a_run_keeps_its_connection_counts_and_every_epochs_masks():
     assert int(model[0].weight_mask.sum()) == round(480 * density)
     grown = summary["report"]["grown"]
     assert len(grown) == 2 and all(g["0"] > 0 for g in grown)  # no update after the last epoch
+    # 40 -> 3 at epsilon 3 has density 1: left dense, never rewired
+    assert bool(model[2].weight_mask.bool().all()) and all("2" not in g for g in grown)
+
+
+def test_a_regrown_connection_starts_with_zero_momentum():
+    from topoprune.prune.sparse_evolution import _reset_state
+
+    weight = nn.Parameter(torch.ones(2, 3))
+    optimizer = torch.optim.SGD([weight], lr=0.1, momentum=0.9)
+    weight.grad = torch.ones(2, 3)
+    optimizer.step()
+    positions = torch.tensor([[True, False, False], [False, False, True]])
+    _reset_state(optimizer, weight, positions)
+    buffer = optimizer.state[weight]["momentum_buffer"]
+    assert (buffer[positions] == 0).all() and (buffer[~positions] == 1).all()
 
 
 def test_snapshots_are_kept_for_attachment(tmp_path):

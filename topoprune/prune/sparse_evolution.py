@@ -7,8 +7,10 @@ fraction ``zeta`` of its smallest positive weights and the fraction ``zeta`` of 
 negative weights (those closest to zero), and grows as many connections at random among its
 absent ones (the just-dropped included, as in the authors' code), their weights drawn from N(0,
 ``init_std``^2) (the new connections start with zero optimizer state). The layer's number of
-connections never changes. The masks after every update are kept in the run's mask history
-(``set/epoch<k>``), for ``topoprune attach`` between any two.
+connections never changes; a layer at density 1 (``epsilon`` large for its size, e.g. a small
+output layer) is left dense and never rewired, as SET's code leaves its last layer. The masks
+after every update are kept in the run's mask history (``set/epoch<k>``), for ``topoprune
+attach`` between any two.
 """
 
 from __future__ import annotations
@@ -99,6 +101,17 @@ def evolve(
     return new.view_as(mask), grown.view_as(mask)
 
 
+@torch.no_grad()
+def _reset_state(optimizer, weight: torch.Tensor, positions: torch.Tensor) -> None:
+    """Zero the optimizer's buffers (momentum, Adam's moments) of ``weight`` at ``positions``: a
+    regrown connection may sit where a dropped one left its momentum."""
+    if optimizer is None:
+        return
+    for buffer in optimizer.state.get(weight, {}).values():
+        if torch.is_tensor(buffer) and buffer.shape == weight.shape:
+            buffer.masked_fill_(positions.to(buffer.device), 0.0)
+
+
 @METHODS.register("set")
 class SparseEvolutionaryTraining(Method):
     """Erdos-Renyi sparse masks; after every epoch, the weights closest to zero replaced by
@@ -134,10 +147,13 @@ class SparseEvolutionaryTraining(Method):
         generator = ctx.generator(tag=3)  # from (seed, step): the same after a resume
         masks, grown_count = {}, {}
         for name, module in ctx.pruned_modules():
+            if bool(module.weight_mask.bool().all()):
+                continue  # a dense layer (density 1) has nothing to rewire, as in SET's code
             new, grown = evolve(module.weight_orig, module.weight_mask, self.config.zeta, generator)
             fresh = torch.randn(module.weight_orig.shape, generator=generator)
             fresh = (fresh * self.config.init_std).to(module.weight_orig)
             module.weight_orig.copy_(torch.where(grown, fresh, module.weight_orig))
+            _reset_state(ctx.optimizer, module.weight_orig, grown)
             masks[name] = new
             grown_count[name] = int(grown.sum())
         apply_masks(ctx.model, masks)
