@@ -37,21 +37,15 @@ from topoprune.models import MODELS, build_model
 from topoprune.provenance import provenance
 from topoprune.prune.masks import add_masks, weight_modules
 from topoprune.prune.methods import METHODS
-from topoprune.prune.sparse_evolution import erdos_renyi_density
+from topoprune.prune.sparse_evolution import erdos_renyi_densities
 from topoprune.train.run import prune_model
 
 METHOD_NAMES = ("dense", "random", "set", "rigl")
 EPSILON = 20.0
 
 
-def densities(model: str) -> tuple[float, ...]:
-    """SET's Erdos-Renyi densities of the model's weight layers, in order."""
-    net = build_model(model)
-    return tuple(erdos_renyi_density(m.weight.shape, EPSILON) for _, m in weight_modules(net))
-
-
 def method_config(method: str, model: str, epochs: int, delta_t: int):
-    d = densities(model)
+    d = tuple(erdos_renyi_densities(build_model(model), EPSILON).values())
     sizes = [m.weight.numel() for _, m in weight_modules(build_model(model))]
     kept = sum(a * b for a, b in zip(d, sizes, strict=True)) / sum(sizes)
     common = {"lr": 0.01, "epochs": epochs}

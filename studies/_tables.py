@@ -46,3 +46,13 @@ def rows_to_markdown(rows: list[dict], columns: Sequence[str] | None = None) -> 
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(str(r.get(c, "")) for c in columns) + " |" for r in rows]
     return "\n".join(lines) + "\n"
+
+
+def degree_histogram(degrees: np.ndarray) -> dict:
+    """Each distinct degree and how many nodes have it, as JSON-ready lists.
+
+    >>> degree_histogram(np.array([2, 0, 2, 5]))
+    {'k': [0, 2, 5], 'count': [1, 2, 1]}
+    """
+    k, counts = np.unique(np.asarray(degrees, np.int64), return_counts=True)
+    return {"k": k.tolist(), "count": counts.tolist()}

@@ -45,7 +45,7 @@ from topoprune.train.engine import TrainSettings, resolve_device
 from topoprune.train.run import prune_run
 
 from ._summary import write_study_summary
-from ._tables import mean_sd, rows_to_csv
+from ._tables import degree_histogram, mean_sd, rows_to_csv
 
 # Hyper-parameters per (model, method). "dense" is the shared model; the pruning methods and the
 # random baselines start from it (dense_epochs 0).
@@ -223,7 +223,7 @@ def fit_run(summary: dict, role: str, config: Config, path: Path) -> dict:
             {
                 "node_layer": layer.name,
                 "n_nodes": int(layer.degrees().size),
-                "histogram": _histogram(layer.degrees()),
+                "histogram": degree_histogram(layer.degrees()),
                 "fits": {mode: _fit_record(per_mode[mode][i]) for mode in config.modes},
             }
             for i, layer in enumerate(layers)
@@ -239,11 +239,6 @@ def fit_run(summary: dict, role: str, config: Config, path: Path) -> dict:
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(path, record)
     return record
-
-
-def _histogram(degrees: np.ndarray) -> dict:
-    k, counts = np.unique(np.asarray(degrees, np.int64), return_counts=True)
-    return {"k": k.tolist(), "count": counts.tolist()}
 
 
 def _fit_record(fit) -> dict:

@@ -54,14 +54,14 @@ from topoprune.models import build_model
 from topoprune.provenance import provenance
 from topoprune.prune.masks import weight_modules
 from topoprune.prune.methods import METHODS
-from topoprune.prune.sparse_evolution import erdos_renyi_density
+from topoprune.prune.sparse_evolution import erdos_renyi_densities
 from topoprune.stats.node_layers import fit_node_layers
 from topoprune.train.engine import TrainSettings, resolve_device
 from topoprune.train.run import prune_run
 
 from ._data import subset
 from ._summary import write_study_summary
-from ._tables import mean_sd, rows_to_csv, rows_to_markdown
+from ._tables import degree_histogram, mean_sd, rows_to_csv, rows_to_markdown
 
 # Lee et al. 2019, Table 1 (test error %, MNIST): the dense reference and SNIP at each sparsity.
 PAPER_SNIP = {
@@ -284,8 +284,7 @@ def _paper_remaining(kept: float) -> float | str:
 
 def set_densities(model: str) -> tuple[float, ...]:
     """SET's Erdos-Renyi densities (epsilon 20) of the model's weight layers, in order."""
-    net = build_model(model)
-    return tuple(erdos_renyi_density(m.weight.shape, SET_EPSILON) for _, m in weight_modules(net))
+    return tuple(erdos_renyi_densities(build_model(model), SET_EPSILON).values())
 
 
 def _overall_density(model: str, densities: tuple[float, ...]) -> float:
@@ -444,7 +443,7 @@ def measure_run(checkpoint: str, method: str, seed: int, config: Config) -> dict
                     "beats_null": bool(null and null["p"] < 0.05 and null["loglik_ratio"] > 0),
                     "scale_free": bool(getattr(fit, "scale_free", False)),
                     "verdict": record["verdict"],
-                    "degrees": _histogram(layer.degrees()),
+                    "degrees": degree_histogram(layer.degrees()),
                 })  # fmt: skip
     return {"attachment": attachment, "fits": fits}
 
@@ -455,11 +454,6 @@ ATTACHMENT_COLUMNS = ("model", "data", "method", "seed", "update", "updates", "b
 FIT_COLUMNS = ("model", "data", "method", "seed", "time", "snapshot", "node_layer", "n_nodes",
                "mode", "fittable", "alpha", "xmin", "xmax", "p", "beats_null", "scale_free",
                "verdict")  # fmt: skip
-
-
-def _histogram(degrees: np.ndarray) -> dict:
-    k, counts = np.unique(np.asarray(degrees, np.int64), return_counts=True)
-    return {"k": k.tolist(), "count": counts.tolist()}
 
 
 def attachment_table(rows: list[dict]) -> list[dict]:

@@ -19,9 +19,15 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
+from torch import nn
 
 from topoprune.prune.allocation import random_masks
-from topoprune.prune.masks import apply_masks, current_masks, rescale_to_kept_fan_in
+from topoprune.prune.masks import (
+    apply_masks,
+    current_masks,
+    rescale_to_kept_fan_in,
+    weight_modules,
+)
 from topoprune.prune.method import (
     Context,
     Method,
@@ -61,6 +67,18 @@ def erdos_renyi_density(shape: torch.Size, epsilon: float) -> float:
     n_out = shape[0]
     n_in = shape.numel() // n_out
     return min(1.0, epsilon * (n_in + n_out) / (n_in * n_out))
+
+
+def erdos_renyi_densities(model: nn.Module, epsilon: float) -> dict[str, float]:
+    """SET's density of every weight layer of ``model`` (by module name, in order).
+
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Linear(784, 300), nn.ReLU(), nn.Linear(300, 10))
+    >>> {n: round(d, 4) for n, d in erdos_renyi_densities(net, 20).items()}
+    {'0': 0.0922, '2': 1.0}
+    """
+    return {n: erdos_renyi_density(getattr(m, "weight_orig", m.weight).shape, epsilon)
+            for n, m in weight_modules(model)}  # fmt: skip
 
 
 def evolve(
@@ -129,8 +147,8 @@ class SparseEvolutionaryTraining(Method):
         return [c.stage("set", c.epochs, on_start=self._start, on_epoch_end=self._evolve)]
 
     def _densities(self, ctx: Context) -> dict[str, float]:
-        return {n: erdos_renyi_density(m.weight_mask.shape, self.config.epsilon)
-                for n, m in ctx.pruned_modules()}  # fmt: skip
+        every = erdos_renyi_densities(ctx.model, self.config.epsilon)
+        return {n: every[n] for n, _ in ctx.pruned_modules()}
 
     def _start(self, ctx: Context) -> None:
         shapes = {n: m.weight_mask.shape for n, m in ctx.pruned_modules()}
