@@ -28,6 +28,7 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "topoprune.data": UPPER,
     "topoprune.attachment": UPPER,  # attachment and plot sit on topology and stats
     "topoprune.plot": UPPER,
+    "topoprune.compress": UPPER,  # storage formats sit on io, beside it
     "topoprune.prune": ("topoprune.train", "topoprune.cli", *STUDIES),
     "topoprune": STUDIES,
     # the studies import one another relatively: `studies` is a folder, not an installed name

@@ -788,6 +788,82 @@ def _add_sensitivity_command(sub: argparse._SubParsersAction) -> None:
     sens.set_defaults(func=_sensitivity)
 
 
+def _add_compress_commands(sub: argparse._SubParsersAction) -> None:
+    from topoprune.compress.weight_sharing import CENTROID_INITS
+
+    compress = sub.add_parser(
+        "compress",
+        help="Deep Compression of a checkpoint: weight sharing, relative index, Huffman coding",
+        description="Store each weight layer's kept weights as indices into a 2**bits codebook "
+        "(exact when the layer already has that few values, e.g. after topoprune prune --method "
+        "trained-quantization; else k-means), their positions as relative index gaps, both "
+        "Huffman-coded; biases and other tensors raw. Prints the storage at each stage as in "
+        "Han et al. 2016's tables. topoprune analyze/degrees read the file; decompress writes a "
+        "state_dict. The format: docs/compression.md.",
+    )
+    compress.add_argument("checkpoint", help="any checkpoint topoprune reads (with weights)")
+    compress.add_argument("--out", required=True, metavar="FILE", help="the compressed file")
+    compress.add_argument("--conv-bits", type=_positive_int, default=8, help="default 8")
+    compress.add_argument("--fc-bits", type=_positive_int, default=5, help="default 5")
+    compress.add_argument("--layer-bits", action="append", default=[], metavar="NAME=BITS",
+                          help="weight bits of one layer (repeatable), e.g. fc1=6")  # fmt: skip
+    compress.add_argument("--index-bits", type=_positive_int, default=5,
+                          help="bits of a relative index gap field (default 5)")  # fmt: skip
+    compress.add_argument("--no-huffman", action="store_true", help="fixed-width fields")
+    compress.add_argument("--centroid-init", choices=CENTROID_INITS, default="linear",
+                          help="k-means initialisation when a layer has more values than "
+                          "its codebook (default linear)")  # fmt: skip
+    compress.add_argument("--json", action="store_true", help="print the report as JSON")
+    compress.set_defaults(func=_compress)
+    decompress = sub.add_parser(
+        "decompress",
+        help="decode a compressed file into a PyTorch state_dict",
+        description="Write the weights (zeros where pruned) and other tensors of a file written "
+        "by topoprune compress as a state_dict that torch.load(..., weights_only=True) reads.",
+    )
+    decompress.add_argument("file", help="a file written by topoprune compress")
+    decompress.add_argument("--out", required=True, metavar="FILE", help="the .pt to write")
+    decompress.set_defaults(func=_decompress)
+
+
+def _layer_bits(values: Sequence[str]) -> dict[str, int]:
+    bits = {}
+    for value in values:
+        name, _, number = value.partition("=")
+        if not name or not number.isdigit() or int(number) < 1:
+            raise TopopruneError(f"--layer-bits takes NAME=BITS (BITS >= 1), got {value!r}")
+        bits[name] = int(number)
+    return bits
+
+
+def _compress(args: argparse.Namespace) -> int:
+    from topoprune.compress.api import compress_checkpoint
+
+    report = compress_checkpoint(
+        args.checkpoint, args.out, conv_bits=args.conv_bits, fc_bits=args.fc_bits,
+        layer_bits=_layer_bits(args.layer_bits), index_bits=args.index_bits,
+        use_huffman=not args.no_huffman, init=args.centroid_init,
+    )  # fmt: skip
+    if args.json:
+        print(json.dumps({"layers": report.rows(), "ratios": report.ratios(),
+                          "file_bytes": report.file_bytes}, indent=1))  # fmt: skip
+    else:
+        print(report.to_text())
+    return 0
+
+
+def _decompress(args: argparse.Namespace) -> int:
+    import torch
+
+    from topoprune.compress.api import decompressed_state_dict
+    from topoprune.io.checkpoint import write_atomic_torch
+
+    state = {k: torch.from_numpy(v) for k, v in decompressed_state_dict(args.file).items()}
+    write_atomic_torch(state, args.out)
+    print(f"wrote {args.out} ({len(state)} tensors)", file=sys.stderr)
+    return 0
+
+
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="topoprune",
@@ -803,6 +879,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     _add_figures_command(sub)
     _add_attach_command(sub)
     _add_sensitivity_command(sub)
+    _add_compress_commands(sub)
     return parser
 
 
@@ -811,13 +888,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        status = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler below
+        return status
     except TopopruneError as exc:
         print(f"topoprune: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("topoprune: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader went away (`topoprune analyze ... | head`): stop quietly, and point stdout
+        # at /dev/null so that the interpreter's final flush does not raise again
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":

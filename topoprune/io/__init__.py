@@ -2,17 +2,21 @@
 
 Formats, detected from the file's content: topoprune checkpoints, PyTorch state_dicts (zeros are
 pruned weights), torch.nn.utils.prune state_dicts (``_orig`` / ``_mask``), safetensors
-(memory-mapped, layer by layer) and ``.npz``. Nothing is ever unpickled beyond tensors.
+(memory-mapped, layer by layer), ``.npz`` and topoprune's compressed files (``topoprune
+compress``: weight sharing and Huffman coding, decoded here). Nothing is ever unpickled beyond
+tensors.
 """
 
 from __future__ import annotations
 
+import itertools
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from topoprune.compress.container import is_compressed_file, read_compressed
 from topoprune.io import safetensors_file
 from topoprune.io.checkpoint import (
     is_topoprune_checkpoint,
@@ -24,11 +28,12 @@ from topoprune.io.tensors import CHAIN_MODES, network_from_tensors
 from topoprune.io.torch_file import load_torch_object, state_dict_items
 from topoprune.topology.network import SparseNetwork
 
-FORMATS = ("topoprune", "torch", "safetensors", "npz")
+FORMATS = ("topoprune", "torch", "safetensors", "npz", "compressed")
 
 
 def detect_format(path: str | Path) -> str:
-    """``torch`` (including topoprune checkpoints), ``safetensors`` or ``npz``, from the content."""
+    """``torch`` (including topoprune checkpoints), ``safetensors``, ``npz`` or ``compressed``,
+    from the content."""
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"{path}: no such file")
@@ -36,7 +41,7 @@ def detect_format(path: str | Path) -> str:
         raise CheckpointError(f"{path}: is a folder; give the checkpoint file")
     try:
         with path.open("rb") as handle:
-            head = handle.read(9)
+            head = handle.read(16)
     except OSError as exc:
         raise CheckpointError(f"{path}: cannot be read ({exc.strerror})") from None
     if not head:
@@ -52,12 +57,15 @@ def detect_format(path: str | Path) -> str:
         if names and all(n.endswith(".npy") for n in names):
             return "npz"
         raise CheckpointError(f"{path}: a zip archive that is neither a PyTorch file nor .npz")
-    if len(head) == 9 and head[8:9] == b"{":
+    if len(head) >= 9 and head[8:9] == b"{":
         return "safetensors"
+    if is_compressed_file(head):
+        return "compressed"
     if head[:1] == b"\x80":
         return "torch"  # the legacy (non-zip) torch.save format is a pickle stream
     raise CheckpointError(
-        f"{path}: unrecognised format; topoprune reads PyTorch (.pt/.pth), safetensors and .npz"
+        f"{path}: unrecognised format; topoprune reads PyTorch (.pt/.pth), safetensors, .npz and "
+        "its compressed files"
     )
 
 
@@ -100,6 +108,8 @@ def load_network(
             keep_weights=keep_weights,
             source=str(path),
         )
+    if fmt == "compressed":
+        return _network_from_compressed(path, chain, layers, keep_weights)
     if fmt == "npz":
         try:
             with np.load(path, allow_pickle=False) as archive:
@@ -123,6 +133,28 @@ def load_network(
         keep_weights=keep_weights,
         source=str(path),
     )
+
+
+def _network_from_compressed(
+    path: Path, chain: str | None, layers: list[str] | None, keep_weights: bool
+) -> SparseNetwork:
+    model = read_compressed(path)
+    network = network_from_tensors(
+        [(layer.name, layer.weight) for layer in model.layers],
+        masks={layer.name: layer.mask for layer in model.layers},
+        chain="none",
+        layers=layers,
+        keep_weights=keep_weights,
+        source=str(path),
+    )
+    if chain == "none":
+        return network
+    if chain == "sequential":
+        return SparseNetwork(network.layers, True, skipped=network.skipped, source=str(path))
+    index = {layer.name: i for i, layer in enumerate(model.layers)}
+    kept = [index[layer.name] for layer in network.layers]
+    recorded = [b == a + 1 and model.chain[a] for a, b in itertools.pairwise(kept)]
+    return SparseNetwork(network.layers, recorded, skipped=network.skipped, source=str(path))
 
 
 __all__ = [

@@ -58,11 +58,20 @@ def save_network(
         "metadata": dict(metadata or {}),
         "extra": dict(extra or {}),
     }
+    return write_atomic_torch(payload, path)
+
+
+def write_atomic_torch(obj: object, path: str | Path) -> Path:
+    """``torch.save(obj, path)`` through a temporary file, so an interrupted write leaves no
+    partial file."""
+    import torch
+
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(fd)
     try:
-        torch.save(payload, tmp)
+        torch.save(obj, tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
