@@ -22,6 +22,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import topoprune.train.run as run_module
 from topoprune.cli import add_config_flags, config_from_args, config_to_argv
+from topoprune.io import load_network
+from topoprune.prune.masks import add_masks, apply_masks
 from topoprune.prune.methods import METHODS
 from topoprune.train.run import prune_model
 
@@ -83,9 +85,22 @@ def tiny_config(name: str):
     return dataclasses.replace(config, **short, **METHODS[name].contract_overrides)
 
 
+def starting_model(name: str) -> nn.Module:
+    """The tiny CNN; half-pruned (the masks of ``tiny_masks_file``) for methods that keep the
+    masks they are given."""
+    model = tiny_cnn()
+    if METHODS[name].keeps_masks:
+        network = load_network(tiny_masks_file(), keep_weights=False)
+        add_masks(model)
+        masks = {layer.name.removesuffix(".weight"): torch.as_tensor(layer.mask).float()
+                 for layer in network.layers}  # fmt: skip
+        apply_masks(model, masks)
+    return model
+
+
 def run(name, loaders, out=None, resume=False):
     return prune_model(
-        tiny_cnn(),
+        starting_model(name),
         name,
         tiny_config(name),
         train=loaders[0],
@@ -116,6 +131,10 @@ def test_masks_are_binary_and_reach_the_target(finished):
         assert torch.all((mask == 0) | (mask == 1))
     method = METHODS[name](tiny_config(name), list(masks), seed=1)
     target = method.target_kept()
+    if METHODS[name].keeps_masks:
+        given = masks_of(starting_model(name))
+        assert all(torch.equal(given[n], masks[n]) for n in given), f"{name} changed its masks"
+        return
     if target is None:
         assert summary["compression"] > 1, f"{name} has no fixed target but pruned nothing"
         return

@@ -10,6 +10,7 @@
   :mod:`~topoprune.prune.saliency` (OBD, OBS, Taylor), :mod:`~topoprune.prune.woodfisher`,
   :mod:`~topoprune.prune.units` (APoZ, skeletonization, NISP), :mod:`~topoprune.prune.at_init`
   (SNIP, GraSP, SynFlow), :mod:`~topoprune.prune.lottery` (lottery tickets),
+  :mod:`~topoprune.prune.quantization` (trained quantisation, Deep Compression),
   :mod:`~topoprune.prune.sparse_evolution` (SET), :mod:`~topoprune.prune.rigl`: more methods,
   registered on import;
 - :mod:`~topoprune.prune.curvature`: per-example gradients, Hessian diagonals, Fisher.
@@ -24,6 +25,7 @@ from topoprune.prune.scoring import ScoreConfig, ScoreMethod
 from topoprune.prune import growl, regularisation, reweighting  # noqa: F401  isort: skip
 from topoprune.prune import saliency, units, woodfisher  # noqa: F401  isort: skip
 from topoprune.prune import at_init, lottery, rigl, sparse_evolution  # noqa: F401  isort: skip
+from topoprune.prune import quantization  # noqa: F401  isort: skip
 
 __all__ = [
     "METHODS",

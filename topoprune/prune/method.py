@@ -261,6 +261,9 @@ class Method:
     # hyper-parameters the contract test's tiny run (one epoch of six steps) needs to act at all,
     # e.g. a regulariser strong enough to zero a row in six steps; the defaults suit real models
     contract_overrides: ClassVar[dict] = {}
+    # True for methods that train the masks the model arrives with (``--init``) and never change
+    # them (trained quantisation): the contract test gives them a half-pruned model
+    keeps_masks: ClassVar[bool] = False
 
     def __init__(self, config: TrainConfig, names: Sequence[str], seed: int) -> None:
         if not isinstance(config, self.Config):
