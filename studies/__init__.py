@@ -19,6 +19,7 @@ STUDIES.register("progressive")("topoprune_studies.progressive")
 STUDIES.register("regularisation")("topoprune_studies.regularisation")
 STUDIES.register("saliency")("topoprune_studies.saliency")
 STUDIES.register("sparse-training")("topoprune_studies.sparse_training")
+STUDIES.register("deep-compression")("topoprune_studies.deep_compression")
 
 
 def load_study(name: str) -> ModuleType:

@@ -29,8 +29,8 @@ def test_quick_pruning_table(tmp_path, capsys):
 
 def test_unknown_study(capsys):
     assert main(["study", "run", "no-such-study"]) == 2
-    message = (
-        "unknown study 'no-such-study'; valid: continual-pa, progressive, pruning-table, "
-        "regularisation"
-    )
-    assert message in capsys.readouterr().err
+    from topoprune_studies import STUDIES
+
+    valid = ", ".join(sorted(STUDIES.names()))
+    assert f"unknown study 'no-such-study'; valid: {valid}" in capsys.readouterr().err
+    assert "deep-compression" in valid and "pruning-table" in valid
