@@ -322,3 +322,59 @@ def test_all_zero_layer_stops_unless_allowed(tmp_path, capsys):
 def test_unknown_layer_pattern(lenet_files, capsys):
     code, err = run_cli(capsys, lenet_files["zeros"], "--layers", "conv*")
     assert code == 2 and "no weight layer matches conv*" in err
+
+
+def _small_files(tmp_path) -> dict:
+    """One small two-layer checkpoint in every format topoprune reads."""
+    from topoprune.compress.container import write_compressed
+
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.randn(20, 30, generator=generator)
+    state = {"fc1.weight": weight * (weight.abs() > 0.5), "fc1.bias": torch.randn(20),
+             "fc2.weight": torch.randn(5, 20, generator=generator)}  # fmt: skip
+    paths = {fmt: tmp_path / f"small.{fmt}" for fmt in ("pt", "legacy.pt", "npz", "safetensors",
+                                                         "tprz")}  # fmt: skip
+    torch.save(state, paths["pt"])
+    torch.save(state, paths["legacy.pt"], _use_new_zipfile_serialization=False)
+    np.savez(paths["npz"], **{k: v.numpy() for k, v in state.items()})
+    save_file(state, paths["safetensors"])
+    layers = [(k, v.numpy(), v.numpy() != 0) for k, v in state.items() if k.endswith("weight")]
+    write_compressed(paths["tprz"], layers, bits=dict.fromkeys(("fc1.weight", "fc2.weight"), 3),
+                     index_bits=dict.fromkeys(("fc1.weight", "fc2.weight"), 4))  # fmt: skip
+    return paths
+
+
+@pytest.mark.parametrize("fmt", ["pt", "legacy.pt", "npz", "safetensors", "tprz"])
+def test_damaged_files_are_clear_errors_never_tracebacks(tmp_path, fmt):
+    # bit flips inside a pickle once raised KeyError / IndexError / AssertionError from torch's
+    # unpickler: every failure while reading must be a topoprune error naming the file
+    from topoprune.errors import TopopruneError
+
+    original = _small_files(tmp_path)[fmt].read_bytes()
+    damaged = tmp_path / f"damaged.{fmt}"
+    rng = np.random.default_rng(0)
+    errors = 0
+    for trial in range(120):
+        blob = bytearray(original)
+        if trial % 2:
+            blob = blob[: int(rng.integers(0, len(blob)))]
+        else:
+            for _ in range(int(rng.integers(1, 4))):
+                blob[int(rng.integers(0, len(blob)))] ^= 1 << int(rng.integers(0, 8))
+        damaged.write_bytes(bytes(blob))
+        try:
+            load_network(damaged)
+        except TopopruneError as exc:
+            assert str(damaged) in str(exc)
+            errors += 1
+    assert errors >= 60  # every truncation at least
+
+
+def test_zero_size_arrays_are_skipped_with_the_reason(tmp_path, capsys):
+    np.savez(tmp_path / "zero.npz", w=np.zeros((0, 5), dtype=np.float32))
+    code, err = run_cli(capsys, tmp_path / "zero.npz")
+    assert code == 2 and "zero-size tensor (0, 5)" in err
+    np.savez(tmp_path / "mixed.npz", w=np.ones((3, 5), dtype=np.float32),
+             empty=np.zeros((4, 0), dtype=np.float32))  # fmt: skip
+    network = load_network(tmp_path / "mixed.npz")
+    assert network.names == ["w"] and "zero-size" in network.skipped["empty"]

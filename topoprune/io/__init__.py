@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from topoprune.compress.container import is_compressed_file, read_compressed
+from topoprune.errors import TopopruneError
 from topoprune.io import safetensors_file
 from topoprune.io.checkpoint import (
     is_topoprune_checkpoint,
@@ -94,6 +95,25 @@ def load_network(
         ``stepN``): the network as its masks were then (weights are not kept for snapshots).
     """
     path = Path(path)
+    try:
+        return _load_network(path, chain, layers, keep_weights, snapshot)
+    except TopopruneError:
+        raise
+    except MemoryError:
+        raise CheckpointError(f"{path}: too large to read into memory") from None
+    except Exception as exc:  # whatever a damaged file triggers names the file
+        raise CheckpointError(
+            f"{path}: could not be read ({type(exc).__name__}: {exc}); the file may be corrupt"
+        ) from None
+
+
+def _load_network(
+    path: Path,
+    chain: str | None,
+    layers: Sequence[str] | None,
+    keep_weights: bool,
+    snapshot: str | None,
+) -> SparseNetwork:
     if chain is not None and chain not in CHAIN_MODES:
         raise CheckpointError(f"unknown chain mode {chain!r}; valid: {', '.join(CHAIN_MODES)}")
     layers = list(layers) if layers else None
@@ -114,8 +134,8 @@ def load_network(
         try:
             with np.load(path, allow_pickle=False) as archive:
                 items = [(name, archive[name]) for name in archive.files]
-        except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
-            raise CheckpointError(f"{path}: corrupt .npz ({exc})") from None
+        except Exception as exc:  # zlib, zipfile and numpy errors alike
+            raise CheckpointError(f"{path}: corrupt .npz ({type(exc).__name__}: {exc})") from None
         return network_from_tensors(
             items, chain=chain or "none", layers=layers, keep_weights=keep_weights, source=str(path)
         )

@@ -56,6 +56,8 @@ def _skip_reason(array: np.ndarray) -> str | None:
         return f"{array.ndim}-D tensors are not supported weight layers"
     if array.dtype.kind not in "fc":
         return f"{array.dtype} tensor (not weights)"
+    if array.size == 0:
+        return f"zero-size tensor {tuple(array.shape)} (no connections)"
     return None
 
 
