@@ -158,7 +158,7 @@ def compress_checkpoint(
     stats = write_compressed(
         out, layers, bits=bits, index_bits=dict.fromkeys(bits, index_bits), tensors=tensors,
         chain=list(network.chain), metadata=metadata, use_huffman=use_huffman, init=init,
-        seed=seed,
+        seed=seed, groups={layer.name: layer.groups for layer in network.layers},
     )  # fmt: skip
     tensor_bytes = sum(int(t.nbytes) for t in tensors.values())
     return CompressionReport(stats, str(out), Path(out).stat().st_size, tensor_bytes)

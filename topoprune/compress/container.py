@@ -109,6 +109,7 @@ class DecodedLayer:
     mask: np.ndarray  # bool
     codebook: np.ndarray
     indices: np.ndarray  # one codebook index per kept weight, in flattened order
+    groups: int = 1  # a grouped convolution's groups
 
 
 @dataclass
@@ -185,6 +186,7 @@ def write_compressed(
     use_huffman: bool = True,
     init: str = "linear",
     seed: int = 0,
+    groups: Mapping[str, int] | None = None,
 ) -> list[LayerStats]:
     """Compress ``(name, weight, mask)`` layers (and raw ``tensors`` such as biases) into
     ``path``, written atomically; returns each layer's storage statistics.
@@ -210,6 +212,8 @@ def write_compressed(
         header, sections, layer_stats = _encode_layer(
             name, weight, mask, bits[name], index_bits[name], use_huffman, init, seed
         )
+        if (groups or {}).get(name, 1) > 1:
+            header["groups"] = int(groups[name])
         header["codebook"] = place(sections[0])
         header["weights"].update(place(sections[1]))
         header["index"].update(place(sections[2]))
@@ -421,4 +425,8 @@ def _decode_layer(obj: dict, payload: memoryview) -> DecodedLayer:
     mask = np.zeros(size, dtype=bool)
     weight[positions] = codebook[indices]
     mask[positions] = True
-    return DecodedLayer(name, weight.reshape(shape), mask.reshape(shape), codebook, indices)
+    groups = spec.int("groups", 1, max(shape[0], 1)) if "groups" in obj else 1
+    if (len(shape) < 3 and groups > 1) or (shape and shape[0] % groups):
+        raise CompressedFileError(f"{name}: corrupt groups {groups} for shape {list(shape)}")
+    return DecodedLayer(name, weight.reshape(shape), mask.reshape(shape), codebook, indices,
+                        groups)  # fmt: skip

@@ -162,6 +162,7 @@ def _network_from_compressed(
     network = network_from_tensors(
         [(layer.name, layer.weight) for layer in model.layers],
         masks={layer.name: layer.mask for layer in model.layers},
+        groups={layer.name: layer.groups for layer in model.layers},
         chain="none",
         layers=layers,
         keep_weights=keep_weights,

@@ -6,6 +6,7 @@ A ``torch.save`` zip file holding only tensors and plain containers (so it loads
     {"format": "topoprune", "format_version": 1,
      "layers": [names in forward order], "chain": [bool per consecutive pair],
      "weights": {name: tensor}, "masks": {name: bool tensor},
+     "groups": {name: groups of each grouped convolution} (absent in older files),
      "metadata": {...}, "extra": {...}}
 
 ``extra`` is free for the training engine (optimizer state, mask history).
@@ -55,6 +56,7 @@ def save_network(
         "chain": list(network.chain),
         "weights": weights,
         "masks": masks,
+        "groups": {layer.name: layer.groups for layer in network.layers if layer.groups > 1},
         "metadata": dict(metadata or {}),
         "extra": dict(extra or {}),
     }
@@ -111,9 +113,15 @@ def network_from_checkpoint(
     import torch
 
     tensors = [(n, weights[n] if n in weights else masks[n].to(torch.float32)) for n in names]
+    groups = obj.get("groups") or {}
+    if not isinstance(groups, dict) or not all(
+        isinstance(g, int) and not isinstance(g, bool) for g in groups.values()
+    ):
+        raise CheckpointError(f"{path}: corrupt topoprune checkpoint (groups)")
     network = network_from_tensors(
         tensors,
         masks=masks,
+        groups=groups,
         chain="none",
         layers=layers,
         keep_weights=keep_weights and bool(weights),

@@ -10,6 +10,7 @@ Conventions shared by every reader:
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -89,6 +90,7 @@ def _build(
     layers: Sequence[str] | None = None,
     keep_weights: bool = True,
     source: str = "",
+    groups: Mapping[str, int] | None = None,
 ) -> SparseNetwork:
     """Build a network from ``(name, tensor)`` pairs in file order.
 
@@ -105,8 +107,13 @@ def _build(
         Glob patterns; only matching weight layers are kept.
     keep_weights : bool
         Keep the weights (needed for graph export with weights); False keeps only masks.
+    groups : mapping, optional
+        Grouped convolutions' groups by weight name (recorded in topoprune checkpoints). Under
+        ``sequential`` chaining, a convolution whose weight takes fewer input channels than the
+        previous layer has outputs, a whole fraction of them, is read as grouped, with a note.
     """
     masks = dict(masks or {})
+    groups = dict(groups or {})
     found: list[WeightLayer] = []
     skipped: dict[str, str] = {}
     pending_orig: dict[str, np.ndarray] = {}
@@ -133,7 +140,8 @@ def _build(
                 skipped[base] = _skip_reason(orig) or ""
                 continue
             mask = mask_from_tensor(base, mask, orig.shape)
-            found.append(weight_layer(base, orig * mask, mask, keep_weights=keep_weights))
+            found.append(weight_layer(base, orig * mask, mask, keep_weights=keep_weights,
+                                      groups=groups.get(base, 1)))  # fmt: skip
             continue
         reason = _skip_reason(array)
         if reason:
@@ -147,6 +155,7 @@ def _build(
                     array,
                     as_numpy(masks[name]) if name in masks else None,
                     keep_weights=keep_weights,
+                    groups=groups.get(name, 1),
                 )
             )
         del array
@@ -168,5 +177,31 @@ def _build(
             raise CheckpointError(f"unknown chain mode {chain!r}; valid: {', '.join(CHAIN_MODES)}")
         if chain == "none" and len(found) > 1:
             notes.append(NO_CHAIN_NOTE)
+        if chain == "sequential":
+            found = _infer_groups(found, notes)
         chain = chain == "sequential"
     return SparseNetwork(found, chain, skipped=skipped, source=source, notes=notes)
+
+
+def _infer_groups(layers: list[WeightLayer], notes: list[str]) -> list[WeightLayer]:
+    """In a feed-forward stack, a convolution whose weight takes ``C/g`` of the previous layer's
+    ``C`` outputs (depthwise: 1) is a grouped convolution with ``g`` groups, when its outputs
+    split into ``g`` groups too; anything else is left for the chain check to report."""
+    inferred = []
+    for i in range(1, len(layers)):
+        prev, layer = layers[i - 1], layers[i]
+        if layer.kind == "linear" or layer.groups > 1 or layer.in_channels == prev.out_channels:
+            continue
+        if prev.out_channels % layer.in_channels or layer.out_channels % (
+            prev.out_channels // layer.in_channels
+        ):
+            continue
+        g = prev.out_channels // layer.in_channels
+        layers[i] = dataclasses.replace(layer, groups=g)
+        inferred.append(f"{layer.name}: {g}" + (" (depthwise)" if layer.shape[1] == 1 else ""))
+    if inferred:
+        notes.append(
+            "groups inferred from the previous layer's outputs (a grouped convolution's weight "
+            "holds C_in / groups input channels): " + "; ".join(inferred)
+        )
+    return layers

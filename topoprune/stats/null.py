@@ -38,10 +38,11 @@ def layer_null_components(
     layer = network.layers[index]
     out, n_in, per_edge = _grouped_mask_shape(layer, view, network.input_groups(index, view))
     rho = layer.density
+    reach = out // layer.groups  # an input feeds only its group's outputs
     if view == "channel-simple" and per_edge > 1:
         q = 1.0 - (1.0 - rho) ** per_edge
-        return (out, q), (n_in, q)
-    return (out * per_edge, rho), (n_in * per_edge, rho)
+        return (reach, q), (n_in, q)
+    return (reach * per_edge, rho), (n_in * per_edge, rho)
 
 
 def node_layer_null(

@@ -44,12 +44,17 @@ class WeightLayer:
         The weights, same shape; None when only the topology is kept.
     nonfinite : int
         Number of NaN or infinite weights (they count as connections).
+    groups : int
+        A grouped convolution's groups (``C_in / groups`` is the weight's second dimension;
+        depthwise: ``groups = C_in``). Output channel ``o`` connects only to the input channels
+        of its group, ``o // (C_out / groups)``.
     """
 
     name: str
     mask: np.ndarray
     weight: np.ndarray | None = field(default=None, repr=False)
     nonfinite: int = 0
+    groups: int = 1
 
     def __post_init__(self) -> None:
         if self.mask.dtype != np.bool_:
@@ -63,6 +68,13 @@ class WeightLayer:
             raise TopologyError(
                 f"{self.name}: mask shape {self.mask.shape} differs from weight shape "
                 f"{self.weight.shape}"
+            )
+        if self.groups < 1 or (self.groups > 1 and self.mask.ndim == 2):
+            raise TopologyError(f"{self.name}: groups must be 1 for linear layers, >= 1 else")
+        if self.mask.shape[0] % self.groups:
+            raise TopologyError(
+                f"{self.name}: {self.mask.shape[0]} output channels do not split into "
+                f"{self.groups} groups"
             )
 
     @property
@@ -80,7 +92,8 @@ class WeightLayer:
 
     @property
     def in_channels(self) -> int:
-        return int(self.mask.shape[1])
+        """Input channels (features): the weight's second dimension times ``groups``."""
+        return int(self.mask.shape[1]) * self.groups
 
     @cached_property
     def nnz(self) -> int:
@@ -107,7 +120,7 @@ class WeightLayer:
     def node_counts(self, view: str, input_groups: int | None = None) -> tuple[int, int]:
         """``(n_inputs, n_outputs)`` of the layer's bipartite graph in ``view``."""
         grouped = _grouped_mask_shape(self, view, input_groups)
-        return grouped[1], grouped[0]
+        return grouped[1] * self.groups, grouped[0]
 
 
 def mask_from_tensor(name: str, mask: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -124,7 +137,12 @@ def mask_from_tensor(name: str, mask: np.ndarray, shape: tuple[int, ...]) -> np.
 
 
 def weight_layer(
-    name: str, weight: np.ndarray, mask: np.ndarray | None = None, *, keep_weights: bool = True
+    name: str,
+    weight: np.ndarray,
+    mask: np.ndarray | None = None,
+    *,
+    keep_weights: bool = True,
+    groups: int = 1,
 ) -> WeightLayer:
     """A WeightLayer from a weight and an optional explicit mask (else its nonzeros).
 
@@ -145,13 +163,14 @@ def weight_layer(
         nonfinite += int(block.size - np.count_nonzero(np.isfinite(block)))
         if not explicit:
             np.not_equal(block, 0, out=mask_rows[start : start + step])
-    return WeightLayer(name, mask, weight if keep_weights else None, nonfinite)
+    return WeightLayer(name, mask, weight if keep_weights else None, nonfinite, groups)
 
 
 def _grouped_mask_shape(
     layer: WeightLayer, view: str, input_groups: int | None
 ) -> tuple[int, int, int]:
-    """``(n_out, n_in_nodes, entries per edge)`` of the mask read in ``view``."""
+    """``(n_out, n_in_nodes, entries per edge)`` of the mask read in ``view``; for a grouped
+    convolution ``n_in_nodes`` counts one group's inputs (those each output can reach)."""
     check_view(view)
     out, *rest = layer.mask.shape
     if layer.kind == "linear":
@@ -210,6 +229,12 @@ def layer_degrees(
     grouped = _grouped_mask(layer, view, input_groups)
     if view == "channel-simple" and grouped.shape[2] > 1:
         grouped = grouped.any(axis=2, keepdims=True)
+    if layer.groups > 1:
+        # (groups, outputs per group, inputs per group, entries): input i of group g feeds only
+        # the outputs of group g
+        out, n_in, entries = grouped.shape
+        blocks = grouped.reshape(layer.groups, out // layer.groups, n_in, entries)
+        return _sum(blocks, (1, 3)).reshape(-1), _sum(grouped, (1, 2))
     return _sum(grouped, (0, 2)), _sum(grouped, (1, 2))
 
 
@@ -222,9 +247,23 @@ def edge_multiplicity(
     kernel entries in the ``channel`` view. Dense: meant for graph export of one layer.
     """
     grouped = _grouped_mask(layer, view, input_groups)
-    if view == "channel-simple":
-        return grouped.any(axis=2).astype(np.int64)
-    return _sum(grouped, (2,))
+    simple = view == "channel-simple"
+    counts = grouped.any(axis=2).astype(np.int64) if simple else _sum(grouped, (2,))
+    return _block_diagonal(counts, layer.groups)
+
+
+def _block_diagonal(rows: np.ndarray, groups: int) -> np.ndarray:
+    """A grouped layer's ``(out, inputs per group)`` matrix spread over all its inputs: output
+    o's row is nonzero only over its group's inputs."""
+    if groups == 1:
+        return rows
+    out, n_in = rows.shape
+    per_group = out // groups
+    dense = np.zeros((out, n_in * groups), dtype=rows.dtype)
+    for g in range(groups):
+        block = slice(g * per_group, (g + 1) * per_group)
+        dense[block, g * n_in : (g + 1) * n_in] = rows[block]
+    return dense
 
 
 def edge_weights(layer: WeightLayer, view: str = "channel") -> np.ndarray | None:
@@ -233,4 +272,4 @@ def edge_weights(layer: WeightLayer, view: str = "channel") -> np.ndarray | None
         return None
     if layer.kind != "linear" and view != "im2col":
         return None
-    return np.asarray(layer.weight).reshape(layer.out_channels, -1)
+    return _block_diagonal(np.asarray(layer.weight).reshape(layer.out_channels, -1), layer.groups)

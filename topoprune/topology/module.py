@@ -95,14 +95,13 @@ def network_from_module(module: nn.Module, *, keep_weights: bool = True) -> Spar
         else:
             chain = [False] * (len(order) - 1)
             notes.append("the module could not be traced: layers are not chained")
-    grouped = [n for n in order if getattr(modules[n], "groups", 1) > 1]
-    if grouped and any(chain):
-        # a grouped conv's weight has C_in / groups inputs, so it cannot chain to its feeder as
-        # a dense bipartite layer; it is read as a graph of its own on that side
-        chain = [c and b not in grouped for c, (_, b) in zip(chain, itertools.pairwise(order))]
-        notes.append(f"grouped convolutions ({', '.join(grouped)}) do not chain to their inputs")
     layers = [
-        weight_layer(f"{name}.weight", *_weight_and_mask(modules[name]), keep_weights=keep_weights)
+        weight_layer(
+            f"{name}.weight",
+            *_weight_and_mask(modules[name]),
+            keep_weights=keep_weights,
+            groups=getattr(modules[name], "groups", 1),
+        )
         for name in order
     ]
     return SparseNetwork(layers, chain, source=type(module).__name__, notes=notes)
