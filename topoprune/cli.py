@@ -113,10 +113,20 @@ def _data_list(args: argparse.Namespace) -> int:
 
 def _add_network_options(parser: argparse.ArgumentParser) -> None:
     from topoprune.io import CHAIN_MODES
+    from topoprune.io.hf import LAYOUTS
     from topoprune.topology import VIEWS
 
     parser.add_argument(
-        "checkpoint", help="PyTorch (.pt/.pth), safetensors, .npz or topoprune file"
+        "checkpoint",
+        help="PyTorch (.pt/.pth), safetensors, .npz, topoprune (.pt, .tprz) file, a sharded "
+        "checkpoint's *.index.json, or a folder holding one",
+    )
+    parser.add_argument(
+        "--layout",
+        choices=LAYOUTS,
+        default="auto",
+        help="how 2-D weights are stored: torch (out, in); conv1d: Hugging Face Conv1D (in, out), "
+        "as GPT-2, embeddings skipped; auto (default): the config.json beside the file decides",
     )
     parser.add_argument(
         "--view",
@@ -156,7 +166,11 @@ def _load_for_cli(args: argparse.Namespace, *, keep_weights: bool = False):
 
     patterns = [p for arg in args.layers or [] for p in arg.split(",") if p]
     network = load_network(
-        args.checkpoint, chain=args.chain, layers=patterns, keep_weights=keep_weights
+        args.checkpoint,
+        chain=args.chain,
+        layers=patterns,
+        keep_weights=keep_weights,
+        layout=args.layout,
     )
     blocking = []
     for layer in network.layers:

@@ -18,7 +18,7 @@ import numpy as np
 
 from topoprune.compress.container import is_compressed_file, read_compressed
 from topoprune.errors import TopopruneError
-from topoprune.io import safetensors_file
+from topoprune.io import hf, safetensors_file
 from topoprune.io.checkpoint import (
     is_topoprune_checkpoint,
     network_from_checkpoint,
@@ -29,7 +29,7 @@ from topoprune.io.tensors import CHAIN_MODES, network_from_tensors
 from topoprune.io.torch_file import load_torch_object, state_dict_items
 from topoprune.topology.network import SparseNetwork
 
-FORMATS = ("topoprune", "torch", "safetensors", "npz", "compressed")
+FORMATS = ("topoprune", "torch", "safetensors", "npz", "compressed", "sharded")
 
 
 def detect_format(path: str | Path) -> str:
@@ -39,7 +39,10 @@ def detect_format(path: str | Path) -> str:
     if not path.exists():
         raise CheckpointError(f"{path}: no such file")
     if path.is_dir():
-        raise CheckpointError(f"{path}: is a folder; give the checkpoint file")
+        raise CheckpointError(
+            f"{path}: is a folder without a checkpoint topoprune recognises (a *.index.json of a "
+            "sharded checkpoint, model.safetensors or pytorch_model.bin); give the file"
+        )
     try:
         with path.open("rb") as handle:
             head = handle.read(16)
@@ -58,12 +61,16 @@ def detect_format(path: str | Path) -> str:
         if names and all(n.endswith(".npy") for n in names):
             return "npz"
         raise CheckpointError(f"{path}: a zip archive that is neither a PyTorch file nor .npz")
+    if path.name.endswith(hf.INDEX_SUFFIX):
+        return "sharded"
     if len(head) >= 9 and head[8:9] == b"{":
         return "safetensors"
     if is_compressed_file(head):
         return "compressed"
     if head[:1] == b"\x80":
         return "torch"  # the legacy (non-zip) torch.save format is a pickle stream
+    if hf.is_index(path, head):
+        return "sharded"
     raise CheckpointError(
         f"{path}: unrecognised format; topoprune reads PyTorch (.pt/.pth), safetensors, .npz and "
         "its compressed files"
@@ -77,6 +84,7 @@ def load_network(
     layers: Sequence[str] | None = None,
     keep_weights: bool = True,
     snapshot: str | None = None,
+    layout: str = "auto",
 ) -> SparseNetwork:
     """Read a checkpoint of any supported format as a :class:`SparseNetwork`.
 
@@ -93,10 +101,17 @@ def load_network(
     snapshot : str, optional
         A topoprune training checkpoint's mask snapshot (a stage name, ``STAGE/epochN`` or
         ``stepN``): the network as its masks were then (weights are not kept for snapshots).
+    layout : {"auto", "torch", "conv1d"}
+        How 2-D weights are stored: ``torch`` as ``(out, in)``; ``conv1d`` as Hugging Face
+        Conv1D's ``(in, out)`` (GPT-2), embedding tables skipped; ``auto`` asks the
+        ``config.json`` beside the file, if any (see :mod:`topoprune.io.hf`).
+
+    A folder is read through its sharded index (``*.index.json``), ``model.safetensors`` or
+    ``pytorch_model.bin``.
     """
-    path = Path(path)
+    path = _checkpoint_in(Path(path))
     try:
-        return _load_network(path, chain, layers, keep_weights, snapshot)
+        return _load_network(path, chain, layers, keep_weights, snapshot, layout)
     except TopopruneError:
         raise
     except MemoryError:
@@ -107,27 +122,58 @@ def load_network(
         ) from None
 
 
+def _checkpoint_in(path: Path) -> Path:
+    """A folder's checkpoint file (its sharded index, or its one model file); a file as is."""
+    if not path.is_dir():
+        return path
+    index = hf.index_file(path)
+    if index is not None:
+        return index
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        if (path / name).is_file():
+            return path / name
+    return path  # detect_format explains what a folder needs
+
+
+def _foreign(path: Path, items, chain, layers, keep_weights, layout) -> SparseNetwork:
+    """A network from a foreign file's tensors, read in ``layout``."""
+    conv1d, skip_embeddings, note = hf.resolve_layout(path, layout)
+    network = network_from_tensors(
+        items,
+        chain=chain or "none",
+        layers=layers,
+        keep_weights=keep_weights,
+        source=str(path),
+        transposed=hf.is_conv1d_weight if conv1d else None,
+        skip=(lambda name: "embedding table (a lookup, not a layer)"
+              if hf.is_embedding(name) else None) if skip_embeddings else None,
+    )  # fmt: skip
+    if note:
+        network.notes.append(note)
+    return network
+
+
 def _load_network(
     path: Path,
     chain: str | None,
     layers: Sequence[str] | None,
     keep_weights: bool,
     snapshot: str | None,
+    layout: str,
 ) -> SparseNetwork:
     if chain is not None and chain not in CHAIN_MODES:
         raise CheckpointError(f"unknown chain mode {chain!r}; valid: {', '.join(CHAIN_MODES)}")
+    if layout not in hf.LAYOUTS:
+        raise CheckpointError(f"unknown layout {layout!r}; valid: {', '.join(hf.LAYOUTS)}")
     layers = list(layers) if layers else None
     fmt = detect_format(path)
     if snapshot is not None and fmt != "torch":
         raise CheckpointError(f"{path}: only topoprune training checkpoints hold mask snapshots")
     if fmt == "safetensors":
-        return network_from_tensors(
-            ((name, array) for name, array, _ in safetensors_file.iter_tensors(path)),
-            chain=chain or "none",
-            layers=layers,
-            keep_weights=keep_weights,
-            source=str(path),
-        )
+        items = ((name, array) for name, array, _ in safetensors_file.iter_tensors(path))
+        return _foreign(path, items, chain, layers, keep_weights, layout)
+    if fmt == "sharded":
+        return _foreign(path, hf.iter_sharded(path), chain, layers, keep_weights, layout)
     if fmt == "compressed":
         return _network_from_compressed(path, chain, layers, keep_weights)
     if fmt == "npz":
@@ -136,9 +182,7 @@ def _load_network(
                 items = [(name, archive[name]) for name in archive.files]
         except Exception as exc:  # zlib, zipfile and numpy errors alike
             raise CheckpointError(f"{path}: corrupt .npz ({type(exc).__name__}: {exc})") from None
-        return network_from_tensors(
-            items, chain=chain or "none", layers=layers, keep_weights=keep_weights, source=str(path)
-        )
+        return _foreign(path, items, chain, layers, keep_weights, layout)
     obj = load_torch_object(path)
     if is_topoprune_checkpoint(obj):
         return network_from_checkpoint(
@@ -146,13 +190,7 @@ def _load_network(
         )
     if snapshot is not None:
         raise CheckpointError(f"{path}: only topoprune training checkpoints hold mask snapshots")
-    return network_from_tensors(
-        state_dict_items(obj, path),
-        chain=chain or "none",
-        layers=layers,
-        keep_weights=keep_weights,
-        source=str(path),
-    )
+    return _foreign(path, state_dict_items(obj, path), chain, layers, keep_weights, layout)
 
 
 def _network_from_compressed(

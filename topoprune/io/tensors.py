@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -91,6 +91,8 @@ def _build(
     keep_weights: bool = True,
     source: str = "",
     groups: Mapping[str, int] | None = None,
+    transposed: Callable[[str], bool] | None = None,
+    skip: Callable[[str], str | None] | None = None,
 ) -> SparseNetwork:
     """Build a network from ``(name, tensor)`` pairs in file order.
 
@@ -111,6 +113,10 @@ def _build(
         Grouped convolutions' groups by weight name (recorded in topoprune checkpoints). Under
         ``sequential`` chaining, a convolution whose weight takes fewer input channels than the
         previous layer has outputs, a whole fraction of them, is read as grouped, with a note.
+    transposed : callable, optional
+        ``name -> bool``: 2-D weights stored ``(in, out)`` (Hugging Face Conv1D), read transposed.
+    skip : callable, optional
+        ``name -> reason or None``: tensors to leave out (embedding tables), with the reason.
     """
     masks = dict(masks or {})
     groups = dict(groups or {})
@@ -119,7 +125,17 @@ def _build(
     pending_orig: dict[str, np.ndarray] = {}
     pending_mask: dict[str, np.ndarray] = {}
     for name, tensor in tensors:
+        reason = skip(name.removesuffix("_orig").removesuffix("_mask")) if skip else None
+        if reason:
+            skipped[name] = reason
+            continue
         array = as_numpy(tensor)
+        if transposed is not None and array.ndim == 2:
+            base = name.removesuffix("_orig").removesuffix("_mask")
+            if transposed(base):
+                array = array.T  # a view: (in, out) storage read as (out, in)
+                if base in masks:
+                    masks[base] = as_numpy(masks[base]).T
         if name.endswith("_orig") or name.endswith("_mask"):
             base = name[:-5]
             own, other = (
