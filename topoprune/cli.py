@@ -194,7 +194,7 @@ def _analyze(args: argparse.Namespace) -> int:
     from topoprune.topology.report import render_text, to_json, write_csv
 
     network = _load_for_cli(args)
-    summary = summarize(network, args.view)
+    summary = summarize(network, args.view, spectral=args.spectral)
     if not args.no_fit:
         from topoprune.stats.node_layers import fit_columns, fit_node_layers
 
@@ -250,6 +250,12 @@ def _add_topology_commands(sub: argparse._SubParsersAction) -> None:
     analyze.add_argument("--csv", metavar="DIR", help="write layers.csv and node_layers.csv")
     analyze.add_argument(
         "--figures", metavar="DIR", help="write log-log degree distributions (histogram and CCDF)"
+    )
+    analyze.add_argument(
+        "--spectral",
+        action="store_true",
+        help="each layer's spectral gap against the Ramanujan bound, beside a random mask's "
+        "(two singular values per layer: seconds for large layers)",
     )
     analyze.add_argument(
         "--degree",

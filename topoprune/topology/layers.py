@@ -273,3 +273,31 @@ def edge_weights(layer: WeightLayer, view: str = "channel") -> np.ndarray | None
     if layer.kind != "linear" and view != "im2col":
         return None
     return _block_diagonal(np.asarray(layer.weight).reshape(layer.out_channels, -1), layer.groups)
+
+
+NM_PATTERNS = ((2, 4), (4, 8))
+
+
+def nm_share(layer: WeightLayer, n: int, m: int) -> float | None:
+    """Share of a layer's groups of ``m`` consecutive inputs that hold at most ``n`` connections
+    (N:M semi-structured sparsity, as sparse tensor cores run it: 1.0 means the layer is N:M).
+
+    Groups run along the input dimension of each output row; for a convolution along the input
+    channels at each (output channel, kernel position), as NVIDIA's ASP permutes conv weights.
+    A trailing group shorter than ``m`` is left out; None when a row holds no full group.
+
+    Examples
+    --------
+    >>> mask = np.array([[1, 1, 0, 0, 1, 1, 1, 0]], dtype=bool)
+    >>> nm_share(WeightLayer("fc", mask), 2, 4)
+    0.5
+    """
+    mask = layer.mask
+    if mask.ndim > 2:  # (out, in, k...) -> (out, k..., in): groups along input channels
+        mask = np.moveaxis(mask, 1, -1)
+    width = mask.shape[-1] // m * m
+    if width == 0:
+        return None
+    rows = mask.reshape(-1, mask.shape[-1])[:, :width]
+    counts = _sum(rows.reshape(rows.shape[0], width // m, m), (2,))
+    return float(np.count_nonzero(counts <= n) / counts.size)

@@ -9,7 +9,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from topoprune.topology.layers import TopologyError, WeightLayer, check_view, layer_degrees
+from topoprune.topology.layers import (
+    NM_PATTERNS,
+    TopologyError,
+    WeightLayer,
+    check_view,
+    layer_degrees,
+    nm_share,
+)
 
 DEGREE_KINDS = ("in", "out", "total")
 
@@ -271,6 +278,7 @@ class SparseNetwork:
                     "fan_in": _describe(fan_in),
                     "fan_out": _describe(fan_out),
                     "nonfinite": layer.nonfinite,
+                    "n_m": {f"{n}:{m}": nm_share(layer, n, m) for n, m in NM_PATTERNS},
                 }
             )
         return rows
@@ -317,10 +325,18 @@ class NetworkSummary:
     skipped: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    connectivity: dict | None = None  # effective sparsity, when the whole network chains
+    spectral: list[dict] | None = None  # spectral gaps, when asked for
 
 
-def summarize(network: SparseNetwork, view: str = "channel") -> NetworkSummary:
-    """The per-layer table and per-node-layer degree summary of a network."""
+def summarize(
+    network: SparseNetwork, view: str = "channel", *, spectral: bool = False
+) -> NetworkSummary:
+    """The per-layer table and per-node-layer degree summary of a network, its effective
+    connectivity (when every layer chains) and, with ``spectral``, each layer's spectral gap
+    against the Ramanujan bound (:mod:`topoprune.topology.connectivity`)."""
+    from topoprune.topology.connectivity import effective_connectivity, spectral_table
+
     nodes = network.node_layers(view)
     totals = {
         "layers": len(network.layers),
@@ -339,4 +355,8 @@ def summarize(network: SparseNetwork, view: str = "channel") -> NetworkSummary:
         skipped=dict(network.skipped),
         notes=list(network.notes),
         problems=network.problems(),
+        connectivity=effective_connectivity(network, view),
+        spectral=spectral_table(network, "channel-simple" if view != "im2col" else view)
+        if spectral
+        else None,
     )

@@ -25,6 +25,12 @@ def _range(stats: dict) -> str:
     return "/".join(_num(stats[k]) for k in ("min", "median", "max"))
 
 
+def _nm(shares: dict) -> str:
+    """``2:4 / 4:8`` shares of groups that meet the pattern (``yes`` for a whole layer)."""
+    values = [shares.get(k) for k in ("2:4", "4:8")]
+    return " / ".join("-" if v is None else "yes" if v == 1 else f"{v:.2f}" for v in values)
+
+
 def layer_rows(summary: NetworkSummary) -> list[dict]:
     """Flat per-layer rows (for text and CSV)."""
     return [
@@ -44,6 +50,7 @@ def layer_rows(summary: NetworkSummary) -> list[dict]:
             "fan_out_median": r["fan_out"]["median"],
             "fan_out_max": r["fan_out"]["max"],
             "nonfinite": r["nonfinite"],
+            **{f"share_{k.replace(':', '_')}": v for k, v in r.get("n_m", {}).items()},
         }
         for r in summary.layers
     ]
@@ -96,6 +103,7 @@ def render_text(summary: NetworkSummary) -> str:
                 "dead in/out",
                 "fan-in min/med/max",
                 "fan-out min/med/max",
+                "2:4 / 4:8",
             ],
             [
                 [
@@ -108,6 +116,7 @@ def render_text(summary: NetworkSummary) -> str:
                     f"{r['dead_inputs']}/{r['dead_outputs']}",
                     _range(r["fan_in"]),
                     _range(r["fan_out"]),
+                    _nm(r.get("n_m", {})),
                 ]
                 for r in summary.layers
             ],
@@ -176,6 +185,7 @@ def render_text(summary: NetworkSummary) -> str:
         )
         for r in fitted:
             out.append(f"  {r['node_layer']}: {r['fit_columns']['verdict']}")
+    out.extend(_connectivity_lines(summary))
     if summary.skipped:
         names = sorted(summary.skipped)
         shown = ", ".join(names[:6]) + (f", ... ({len(names)} in all)" if len(names) > 6 else "")
@@ -185,6 +195,33 @@ def render_text(summary: NetworkSummary) -> str:
     for problem in summary.problems:
         out.append(f"warning: {problem}")
     return "\n".join(out)
+
+
+def _connectivity_lines(summary: NetworkSummary) -> list[str]:
+    lines = []
+    c = summary.connectivity
+    if c is not None:
+        cut_in = ", ".join(f"{n['node_layer']} {n['cut_from_input']}" for n in c["node_layers"]
+                           if n["cut_from_input"])  # fmt: skip
+        cut_out = ", ".join(f"{n['node_layer']} {n['cut_from_output']}" for n in c["node_layers"]
+                            if n["cut_from_output"])  # fmt: skip
+        lines += [
+            "",
+            f"effective connectivity: {c['effective_nnz']:,} of {c['nnz']:,} connections lie on "
+            f"an input-to-output path (effective density {_num(c['effective_density'])}, "
+            f"density {_num(c['density'])})",
+            f"  nodes cut off from the input: {cut_in or 'none'}; "
+            f"that cannot reach the output: {cut_out or 'none'}",
+        ]
+    if summary.spectral:
+        lines += ["", _table(
+            ["layer", "s1", "s2", "gap", "Ramanujan bound", "s2 <= bound",
+             "random s2", "random gap"],
+            [[r["layer"], _num(r["s1"]), _num(r["s2"]), _num(r["spectral_gap"]),
+              _num(r["ramanujan_bound"]), "yes" if r["below_bound"] else "no",
+              _num(r["random_s2"]), _num(r["random_spectral_gap"])] for r in summary.spectral],
+        )]  # fmt: skip
+    return lines
 
 
 def to_json(summary: NetworkSummary) -> str:
@@ -197,6 +234,8 @@ def to_json(summary: NetworkSummary) -> str:
         "skipped": summary.skipped,
         "notes": summary.notes,
         "problems": summary.problems,
+        "connectivity": summary.connectivity,
+        "spectral": summary.spectral,
     }
     return json.dumps(payload, indent=1, default=_json_default)
 
