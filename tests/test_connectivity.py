@@ -95,3 +95,15 @@ def test_analyze_reports_connectivity_spectra_and_nm(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "effective connectivity: 3 of 4 connections" in out
     assert "Ramanujan bound" in out and "2:4 / 4:8" in out
+
+
+def test_analyze_figures_draw_panels_and_an_overview(tmp_path):
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "mlp.npz", a=(rng.random((60, 80)) < 0.2).astype(np.float32),
+             b=(rng.random((10, 60)) < 0.3).astype(np.float32))  # fmt: skip
+    figures = tmp_path / "figures"
+    assert main(["analyze", str(tmp_path / "mlp.npz"), "--chain", "sequential", "--boot", "0",
+                 "--figures", str(figures), "--quiet"]) == 0  # fmt: skip
+    names = {p.name for p in figures.iterdir()}
+    assert {"node-layers-1.png", "overview.png"} <= names
+    assert all((figures / n).stat().st_size > 5000 for n in names)

@@ -215,17 +215,51 @@ def _analyze(args: argparse.Namespace) -> int:
         for path in write_csv(summary, args.csv):
             print(f"wrote {path}", file=sys.stderr)
     if args.figures:
-        from topoprune.plot.degrees import plot_degree_distributions
-
-        paths = plot_degree_distributions(
-            network.node_layers(args.view),
-            args.figures,
-            kind=args.degree,
-            title=str(args.checkpoint),
-        )
+        paths = _analysis_figures(network, summary, args)
         print(f"wrote {len(paths)} figures to {args.figures}", file=sys.stderr)
     print(to_json(summary) if args.json else render_text(summary))
     return 0
+
+
+PANELS_PER_FIGURE = 6
+
+
+def _analysis_figures(network, summary, args: argparse.Namespace) -> list:
+    """Each node layer's histogram and CCDF; with fits, the studies' panels (log-binned P(k),
+    the fitted law over its range, the random null in grey, dead nodes in the title) and an
+    overview (kept share per layer, alpha per node layer)."""
+    import numpy as np
+
+    from topoprune.plot.degrees import plot_degree_distributions
+    from topoprune.plot.panels import degree_panels, network_overview
+    from topoprune.stats.null import node_layer_null
+
+    folder = Path(args.figures)
+    nodes = network.node_layers(args.view)
+    paths = plot_degree_distributions(nodes, folder, kind=args.degree, title=str(args.checkpoint))
+    if args.no_fit:
+        return paths
+    nulls = node_layer_null(network, args.view, args.degree)
+    panels, baseline = [], []
+    for node, row, null in zip(nodes, summary.node_layers, nulls, strict=True):
+        k, counts = np.unique(node.degrees(args.degree), return_counts=True)
+        panels.append({"node_layer": node.name, "dead": node.dead,
+                       "histogram": {"k": k.tolist(), "count": counts.tolist()},
+                       "fits": {args.fit_mode: row["fit"]}})  # fmt: skip
+        expected = null * node.size
+        seen = np.flatnonzero(expected >= 0.01)  # below a hundredth of a node: off the plot
+        baseline.append({"histogram": {"k": seen.tolist(),
+                                       "count": expected[seen].tolist()}})  # fmt: skip
+    for start in range(0, len(panels), PANELS_PER_FIGURE):
+        part = start // PANELS_PER_FIGURE + 1
+        paths.append(degree_panels(
+            panels[start : start + PANELS_PER_FIGURE], baseline[start : start + PANELS_PER_FIGURE],
+            folder / f"node-layers-{part}.png", title=str(args.checkpoint), mode=args.fit_mode,
+            baseline_label="random null",
+        ))  # fmt: skip
+    paths.append(network_overview(summary.layers, summary.node_layers, folder / "overview.png",
+                                  title=str(args.checkpoint), mode=args.fit_mode))  # fmt: skip
+    return paths
 
 
 def _degrees(args: argparse.Namespace) -> int:
@@ -249,7 +283,10 @@ def _add_topology_commands(sub: argparse._SubParsersAction) -> None:
     analyze.add_argument("--json", action="store_true", help="print JSON instead of tables")
     analyze.add_argument("--csv", metavar="DIR", help="write layers.csv and node_layers.csv")
     analyze.add_argument(
-        "--figures", metavar="DIR", help="write log-log degree distributions (histogram and CCDF)"
+        "--figures",
+        metavar="DIR",
+        help="write degree distributions: per node layer histogram and CCDF; with fits, panels "
+        "with the fitted law and the random null, and an overview figure",
     )
     analyze.add_argument(
         "--spectral",

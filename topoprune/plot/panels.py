@@ -56,11 +56,13 @@ def degree_panels(
     *,
     title: str = "",
     mode: str = "window",
+    baseline_label: str = "random mask",
 ) -> Path:
     """One panel per node layer: log-binned P(k) of the pruned network, its fitted bounded power
     law over [xmin, xmax] (``mode``), and the random-mask baseline in grey.
 
-    ``layers`` and ``baseline`` are a stored fit file's per-view lists (``histogram``, ``fits``).
+    ``layers`` and ``baseline`` are a stored fit file's per-view lists (``histogram``, ``fits``;
+    a layer's optional ``dead`` count goes into its panel's title).
     """
     import matplotlib
 
@@ -77,7 +79,7 @@ def degree_panels(
         if baseline is not None and index < len(baseline):
             bh = baseline[index]["histogram"]
             bx, by = log_binned_density(bh["k"], bh["count"])
-            ax.loglog(bx, by, "s", ms=3, color="0.6", label="random mask")
+            ax.loglog(bx, by, "s", ms=3, color="0.6", label=baseline_label)
         fit = layer["fits"].get(mode)
         if fit and fit["fittable"]:
             k, p = bounded_power_law_curve(fit, max(hist["k"]), n_positive)
@@ -85,7 +87,8 @@ def degree_panels(
         elif fit:
             ax.text(0.05, 0.05, "not fitted", transform=ax.transAxes, fontsize=8)
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # no crowded labels
-        ax.set_title(f"({chr(97 + index)}) {layer['node_layer']}", fontsize=9)
+        dead = f", {layer['dead']} dead" if layer.get("dead") else ""
+        ax.set_title(f"({chr(97 + index)}) {layer['node_layer']}{dead}", fontsize=9)
         ax.set_xlabel("degree k")
         if index == 0:
             ax.set_ylabel("P(k)")
@@ -130,6 +133,37 @@ def alpha_by_layer(rows: list[dict], path: str | Path, *, mode: str = "window") 
         ax.set_title(f"{model}, {dataset}, {view}", fontsize=9)
         ax.set_ylabel(f"alpha ({mode})")
         ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def network_overview(layers: list[dict], node_layers: list[dict], path: str | Path, *,
+                     title: str = "", mode: str = "window") -> Path:  # fmt: skip
+    """One checkpoint at a glance: the kept share of each weight layer, and the fitted exponent
+    of each node layer (``analyze --figures``). ``layers`` / ``node_layers`` are
+    ``topoprune analyze --json``'s lists (node layers with their ``fit``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(max(7.0, 0.5 * len(layers) + 4), 3.4))
+    names = [r["layer"].removesuffix(".weight") for r in layers]
+    left.bar(range(len(layers)), [100 * r["density"] for r in layers], color="C0")
+    left.set_xticks(range(len(layers)), names, rotation=45, ha="right", fontsize=7)
+    left.set(ylabel="kept %", title="kept per weight layer")
+    fitted = [(i, r) for i, r in enumerate(node_layers) if (r.get("fit") or {}).get("fittable")]
+    right.errorbar([i for i, _ in fitted], [r["fit"]["alpha"] for _, r in fitted],
+                   yerr=[r["fit"].get("alpha_se") or 0 for _, r in fitted], fmt="o", capsize=3,
+                   color="C3")  # fmt: skip
+    right.set_xticks(range(len(node_layers)), [r["node_layer"] for r in node_layers],
+                     rotation=45, ha="right", fontsize=7)  # fmt: skip
+    right.set(ylabel=f"alpha ({mode})", title="fitted exponent per node layer")
+    if title:
+        fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=110)
