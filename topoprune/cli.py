@@ -165,12 +165,16 @@ def _load_for_cli(args: argparse.Namespace, *, keep_weights: bool = False):
     from topoprune.topology import TopologyError
 
     patterns = [p for arg in args.layers or [] for p in arg.split(",") if p]
+    # unchained, every analysis but the spectra needs each layer's degrees only: read layer by
+    # layer and drop masks (bounded memory for LLM-sized files)
+    reduce = None if args.chain == "sequential" or getattr(args, "spectral", False) else args.view
     network = load_network(
         args.checkpoint,
         chain=args.chain,
         layers=patterns,
         keep_weights=keep_weights,
         layout=args.layout,
+        reduce_to_degrees=None if keep_weights else reduce,
     )
     blocking = []
     for layer in network.layers:

@@ -85,6 +85,7 @@ def load_network(
     keep_weights: bool = True,
     snapshot: str | None = None,
     layout: str = "auto",
+    reduce_to_degrees: str | None = None,
 ) -> SparseNetwork:
     """Read a checkpoint of any supported format as a :class:`SparseNetwork`.
 
@@ -106,12 +107,20 @@ def load_network(
         Conv1D's ``(in, out)`` (GPT-2), embedding tables skipped; ``auto`` asks the
         ``config.json`` beside the file, if any (see :mod:`topoprune.io.hf`).
 
+    reduce_to_degrees : str, optional
+        A view (``channel``, ...): read an unchained foreign file layer by layer, keeping each
+        layer's degrees in that view and dropping its mask (memory of one layer, not the model:
+        LLM-sized files). Degrees, node layers, fits and N:M shares work on the result; graph
+        export, effective connectivity and spectra need the masks. bfloat16/float16 safetensors
+        are then read as bit patterns, never widened.
+
     A folder is read through its sharded index (``*.index.json``), ``model.safetensors`` or
     ``pytorch_model.bin``.
     """
     path = _checkpoint_in(Path(path))
     try:
-        return _load_network(path, chain, layers, keep_weights, snapshot, layout)
+        return _load_network(path, chain, layers, keep_weights, snapshot, layout,
+                             reduce_to_degrees)  # fmt: skip
     except TopopruneError:
         raise
     except MemoryError:
@@ -135,7 +144,7 @@ def _checkpoint_in(path: Path) -> Path:
     return path  # detect_format explains what a folder needs
 
 
-def _foreign(path: Path, items, chain, layers, keep_weights, layout) -> SparseNetwork:
+def _foreign(path: Path, items, chain, layers, keep_weights, layout, reduce) -> SparseNetwork:
     """A network from a foreign file's tensors, read in ``layout``."""
     conv1d, skip_embeddings, note = hf.resolve_layout(path, layout)
     network = network_from_tensors(
@@ -147,6 +156,7 @@ def _foreign(path: Path, items, chain, layers, keep_weights, layout) -> SparseNe
         transposed=hf.is_conv1d_weight if conv1d else None,
         skip=(lambda name: "embedding table (a lookup, not a layer)"
               if hf.is_embedding(name) else None) if skip_embeddings else None,
+        reduce_to_degrees=reduce,
     )  # fmt: skip
     if note:
         network.notes.append(note)
@@ -160,6 +170,7 @@ def _load_network(
     keep_weights: bool,
     snapshot: str | None,
     layout: str,
+    reduce: str | None = None,
 ) -> SparseNetwork:
     if chain is not None and chain not in CHAIN_MODES:
         raise CheckpointError(f"unknown chain mode {chain!r}; valid: {', '.join(CHAIN_MODES)}")
@@ -169,11 +180,14 @@ def _load_network(
     fmt = detect_format(path)
     if snapshot is not None and fmt != "torch":
         raise CheckpointError(f"{path}: only topoprune training checkpoints hold mask snapshots")
+    raw = reduce is not None and not keep_weights and (chain or "none") == "none"
     if fmt == "safetensors":
-        items = ((name, array) for name, array, _ in safetensors_file.iter_tensors(path))
-        return _foreign(path, items, chain, layers, keep_weights, layout)
+        items = ((name, array) for name, array, _ in
+                 safetensors_file.iter_tensors(path, raw_halves=raw))  # fmt: skip
+        return _foreign(path, items, chain, layers, keep_weights, layout, reduce)
     if fmt == "sharded":
-        return _foreign(path, hf.iter_sharded(path), chain, layers, keep_weights, layout)
+        items = hf.iter_sharded(path, raw_halves=raw)
+        return _foreign(path, items, chain, layers, keep_weights, layout, reduce)
     if fmt == "compressed":
         return _network_from_compressed(path, chain, layers, keep_weights)
     if fmt == "npz":
@@ -182,7 +196,7 @@ def _load_network(
                 items = [(name, archive[name]) for name in archive.files]
         except Exception as exc:  # zlib, zipfile and numpy errors alike
             raise CheckpointError(f"{path}: corrupt .npz ({type(exc).__name__}: {exc})") from None
-        return _foreign(path, items, chain, layers, keep_weights, layout)
+        return _foreign(path, items, chain, layers, keep_weights, layout, reduce)
     obj = load_torch_object(path)
     if is_topoprune_checkpoint(obj):
         return network_from_checkpoint(
@@ -190,7 +204,8 @@ def _load_network(
         )
     if snapshot is not None:
         raise CheckpointError(f"{path}: only topoprune training checkpoints hold mask snapshots")
-    return _foreign(path, state_dict_items(obj, path), chain, layers, keep_weights, layout)
+    items = state_dict_items(obj, path)
+    return _foreign(path, items, chain, layers, keep_weights, layout, reduce)
 
 
 def _network_from_compressed(

@@ -46,7 +46,7 @@ def save_network(
     path = Path(path)
     weights, masks = {}, {}
     for layer in network.layers:
-        masks[layer.name] = torch.from_numpy(np.ascontiguousarray(layer.mask))
+        masks[layer.name] = torch.from_numpy(np.ascontiguousarray(layer.require_mask("saving")))
         if layer.weight is not None:
             weights[layer.name] = torch.from_numpy(np.array(layer.weight, dtype=np.float32))
     payload = {

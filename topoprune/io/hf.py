@@ -67,9 +67,10 @@ def read_index(path: Path) -> dict[str, list[str]]:
     return dict(sorted(shards.items()))
 
 
-def iter_sharded(path: Path) -> Iterator[tuple[str, object]]:
+def iter_sharded(path: Path, *, raw_halves: bool = False) -> Iterator[tuple[str, object]]:
     """``(name, tensor)`` of every tensor of a sharded checkpoint, shard by shard; a tensor the
-    index lists but its shard lacks is an error."""
+    index lists but its shard lacks is an error. ``raw_halves``: see
+    :func:`topoprune.io.safetensors_file.iter_tensors`."""
     from topoprune.io import safetensors_file
     from topoprune.io.torch_file import load_torch_object, state_dict_items
 
@@ -78,7 +79,7 @@ def iter_sharded(path: Path) -> Iterator[tuple[str, object]]:
         head = shard_path.open("rb").read(9)
         seen = set()
         if len(head) == 9 and head[8:9] == b"{":
-            for name, array, _ in safetensors_file.iter_tensors(shard_path):
+            for name, array, _ in safetensors_file.iter_tensors(shard_path, raw_halves=raw_halves):
                 seen.add(name)
                 yield name, array
         else:

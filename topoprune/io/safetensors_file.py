@@ -71,8 +71,12 @@ def read_header(path: Path) -> tuple[dict, dict, int]:
     return header, metadata, start
 
 
-def iter_tensors(path: Path) -> Iterator[tuple[str, np.ndarray, str]]:
-    """``(name, array, dtype_name)`` in header order; float16/bfloat16 are widened to float32."""
+def iter_tensors(path: Path, *, raw_halves: bool = False) -> Iterator[tuple[str, object, str]]:
+    """``(name, array, dtype_name)`` in header order; float16/bfloat16 are widened to float32,
+    or with ``raw_halves`` given as their bit patterns (:class:`~topoprune.io.tensors.HalfBits`:
+    a mask needs no widening)."""
+    from topoprune.io.tensors import HalfBits
+
     header, _, start = read_header(path)
     if not header:
         return
@@ -92,7 +96,9 @@ def iter_tensors(path: Path) -> Iterator[tuple[str, np.ndarray, str]]:
                 array = np.frombuffer(
                     mapped, dtype=dtype, count=(end - begin) // dtype.itemsize, offset=start + begin
                 ).reshape(shape)
-            if info["dtype"] == "BF16":
+            if info["dtype"] in ("BF16", "F16") and raw_halves:
+                array = HalfBits(array.view(np.uint16), info["dtype"])
+            elif info["dtype"] == "BF16":
                 array = (array.astype(np.uint32) << 16).view(np.float32)
             elif info["dtype"] == "F16":
                 array = array.astype(np.float32)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import ClassVar
 
 import numpy as np
 
@@ -22,6 +23,7 @@ from topoprune.topology.layers import (
     TopologyError,
     WeightLayer,
     mask_from_tensor,
+    reduce_layer,
     weight_layer,
 )
 from topoprune.topology.network import SparseNetwork, short_name
@@ -34,10 +36,53 @@ NO_CHAIN_NOTE = (
 )
 
 
+class HalfBits:
+    """A bfloat16 or float16 tensor's raw 16-bit patterns, so that a mask (any bit but the sign
+    set) and the NaN/inf count (exponent all ones) come without widening it to float32."""
+
+    EXPONENT: ClassVar[dict[str, int]] = {"BF16": 0x7F80, "F16": 0x7C00}
+
+    def __init__(self, bits: np.ndarray, dtype: str) -> None:
+        self.bits, self.dtype = bits, dtype
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.bits.shape)
+
+    @property
+    def ndim(self) -> int:
+        return self.bits.ndim
+
+    @property
+    def T(self) -> HalfBits:
+        return HalfBits(self.bits.T, self.dtype)
+
+    def widen(self) -> np.ndarray:
+        """float32 values (a full copy)."""
+        if self.dtype == "BF16":
+            return (self.bits.astype(np.uint32) << 16).view(np.float32)
+        return self.bits.view(np.float16).astype(np.float32)
+
+    def mask_and_nonfinite(self) -> tuple[np.ndarray, int]:
+        """The nonzero mask and the number of NaN/inf entries, in row blocks."""
+        rows = self.bits.reshape(self.bits.shape[0], -1)
+        mask = np.empty(rows.shape, dtype=bool)
+        exponent = np.uint16(self.EXPONENT[self.dtype])
+        step = max(1, (1 << 22) // max(rows.shape[1], 1))
+        nonfinite = 0
+        for start in range(0, rows.shape[0], step):
+            block = rows[start : start + step]
+            np.not_equal(block & np.uint16(0x7FFF), 0, out=mask[start : start + step])
+            nonfinite += int(np.count_nonzero((block & exponent) == exponent))
+        return mask.reshape(self.bits.shape), nonfinite
+
+
 def as_numpy(tensor: object) -> np.ndarray:
     """A numpy view (or copy for dtypes numpy lacks) of a torch tensor or array."""
     if isinstance(tensor, np.ndarray):
         return tensor
+    if isinstance(tensor, HalfBits):
+        return tensor.widen()
     import torch
 
     if isinstance(tensor, torch.Tensor):
@@ -48,7 +93,9 @@ def as_numpy(tensor: object) -> np.ndarray:
     raise CheckpointError(f"expected a tensor, found {type(tensor).__name__}")
 
 
-def _skip_reason(array: np.ndarray) -> str | None:
+def _skip_reason(array: np.ndarray | HalfBits) -> str | None:
+    if isinstance(array, HalfBits):
+        return _skip_reason(array.bits.view(np.float16))  # same shape, a float dtype
     if array.ndim == 0:
         return "scalar"
     if array.ndim == 1:
@@ -93,6 +140,7 @@ def _build(
     groups: Mapping[str, int] | None = None,
     transposed: Callable[[str], bool] | None = None,
     skip: Callable[[str], str | None] | None = None,
+    reduce_to_degrees: str | None = None,
 ) -> SparseNetwork:
     """Build a network from ``(name, tensor)`` pairs in file order.
 
@@ -117,6 +165,10 @@ def _build(
         ``name -> bool``: 2-D weights stored ``(in, out)`` (Hugging Face Conv1D), read transposed.
     skip : callable, optional
         ``name -> reason or None``: tensors to leave out (embedding tables), with the reason.
+    reduce_to_degrees : str, optional
+        A view: each layer is reduced to its degrees in that view as soon as it is read, its
+        mask dropped (:func:`topoprune.topology.layers.reduce_layer`): memory stays at one
+        layer's mask. Only for unchained reading (``chain="none"``); ignored otherwise.
     """
     masks = dict(masks or {})
     groups = dict(groups or {})
@@ -129,7 +181,9 @@ def _build(
         if reason:
             skipped[name] = reason
             continue
-        array = as_numpy(tensor)
+        reducing = reduce_to_degrees is not None and chain == "none"
+        # half-precision bits stay unwidened when only the mask is needed
+        array = tensor if isinstance(tensor, HalfBits) and reducing else as_numpy(tensor)
         if transposed is not None and array.ndim == 2:
             base = name.removesuffix("_orig").removesuffix("_mask")
             if transposed(base):
@@ -137,6 +191,8 @@ def _build(
                 if base in masks:
                     masks[base] = as_numpy(masks[base]).T
         if name.endswith("_orig") or name.endswith("_mask"):
+            if isinstance(array, HalfBits):
+                array = array.widen()
             base = name[:-5]
             own, other = (
                 (pending_orig, pending_mask)
@@ -156,8 +212,9 @@ def _build(
                 skipped[base] = _skip_reason(orig) or ""
                 continue
             mask = mask_from_tensor(base, mask, orig.shape)
-            found.append(weight_layer(base, orig * mask, mask, keep_weights=keep_weights,
-                                      groups=groups.get(base, 1)))  # fmt: skip
+            layer = weight_layer(base, orig * mask, mask, keep_weights=keep_weights,
+                                 groups=groups.get(base, 1))  # fmt: skip
+            found.append(reduce_layer(layer, (reduce_to_degrees,)) if reducing else layer)
             continue
         reason = _skip_reason(array)
         if reason:
@@ -165,15 +222,18 @@ def _build(
         elif not _matches(name, layers):
             skipped[name] = "not selected"
         else:
-            found.append(
-                weight_layer(
+            if isinstance(array, HalfBits):  # only when reducing: the mask from the bits
+                mask, nonfinite = array.mask_and_nonfinite()
+                layer = WeightLayer(name, mask, None, nonfinite, groups.get(name, 1))
+            else:
+                layer = weight_layer(
                     name,
                     array,
                     as_numpy(masks[name]) if name in masks else None,
                     keep_weights=keep_weights,
                     groups=groups.get(name, 1),
                 )
-            )
+            found.append(reduce_layer(layer, (reduce_to_degrees,)) if reducing else layer)
         del array
     for base in pending_orig:
         skipped[base + "_orig"] = "torch prune parameter without its _mask"

@@ -32,7 +32,8 @@ def _edge_counts(network: SparseNetwork, index: int, view: str) -> np.ndarray:
 def effective_connectivity(network: SparseNetwork, view: str = "channel") -> dict | None:
     """Connections on an input-to-output path, per layer and in total; nodes cut off from the
     input or the output, per node layer. None unless every consecutive pair of layers chains in
-    ``view`` (a residual or parallel branch would need the module's graph).
+    ``view`` (a residual or parallel branch would need the module's graph), or when the layers
+    were read for their degrees only.
 
     Examples
     --------
@@ -47,6 +48,8 @@ def effective_connectivity(network: SparseNetwork, view: str = "channel") -> dic
     """
     if not all(network.chained_in_view(i, view) for i in range(len(network.layers) - 1)):
         return None
+    if any(layer.reduced is not None for layer in network.layers):
+        return None  # read for degrees only: the masks are gone
     counts = [_edge_counts(network, i, view) for i in range(len(network.layers))]
     edges = [c > 0 for c in counts]
     # forward: nodes reached from the input; backward: nodes from which the output is reached

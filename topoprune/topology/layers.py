@@ -7,6 +7,8 @@ over the mask; no graph is built.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -48,6 +50,11 @@ class WeightLayer:
         A grouped convolution's groups (``C_in / groups`` is the weight's second dimension;
         depthwise: ``groups = C_in``). Output channel ``o`` connects only to the input channels
         of its group, ``o // (C_out / groups)``.
+    reduced : dict, optional
+        Set by :func:`reduce_layer`: the layer was read for its degrees only; its mask is gone
+        (a zero-memory placeholder of the right shape) and ``nnz``, the degrees in the views it
+        was reduced for and the N:M shares are kept. Anything else that needs the mask is an
+        error.
     """
 
     name: str
@@ -55,6 +62,7 @@ class WeightLayer:
     weight: np.ndarray | None = field(default=None, repr=False)
     nonfinite: int = 0
     groups: int = 1
+    reduced: dict | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.mask.dtype != np.bool_:
@@ -98,7 +106,18 @@ class WeightLayer:
     @cached_property
     def nnz(self) -> int:
         """Number of connections (nonzero weights)."""
+        if self.reduced is not None:
+            return int(self.reduced["nnz"])
         return int(np.count_nonzero(self.mask))
+
+    def require_mask(self, what: str) -> np.ndarray:
+        """The mask, or a clear error for a layer read for its degrees only."""
+        if self.reduced is not None:
+            raise TopologyError(
+                f"{self.name}: read for its degrees only (masks dropped to bound memory); "
+                f"{what} needs the mask: read the file without reduce_to_degrees"
+            )
+        return self.mask
 
     @property
     def size(self) -> int:
@@ -194,7 +213,8 @@ def _sum(mask: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
 
 
 def _grouped_mask(layer: WeightLayer, view: str, input_groups: int | None) -> np.ndarray:
-    return layer.mask.reshape(_grouped_mask_shape(layer, view, input_groups))
+    mask = layer.require_mask(f"the {view} view")
+    return mask.reshape(_grouped_mask_shape(layer, view, input_groups))
 
 
 def layer_degrees(
@@ -226,6 +246,11 @@ def layer_degrees(
     >>> fan_out.tolist(), fan_in.tolist()
     ([1, 0, 2], [2, 1])
     """
+    if layer.reduced is not None:
+        cached = layer.reduced["degrees"].get((view, input_groups))
+        if cached is None:
+            layer.require_mask(f"degrees in the {view} view")
+        return cached
     grouped = _grouped_mask(layer, view, input_groups)
     if view == "channel-simple" and grouped.shape[2] > 1:
         grouped = grouped.any(axis=2, keepdims=True)
@@ -268,7 +293,7 @@ def _block_diagonal(rows: np.ndarray, groups: int) -> np.ndarray:
 
 def edge_weights(layer: WeightLayer, view: str = "channel") -> np.ndarray | None:
     """``(n_out, n_in)`` weights when each edge is one weight (linear, im2col), else None."""
-    if layer.weight is None:
+    if layer.weight is None or layer.reduced is not None:
         return None
     if layer.kind != "linear" and view != "im2col":
         return None
@@ -292,7 +317,9 @@ def nm_share(layer: WeightLayer, n: int, m: int) -> float | None:
     >>> nm_share(WeightLayer("fc", mask), 2, 4)
     0.5
     """
-    mask = layer.mask
+    if layer.reduced is not None:
+        return layer.reduced["n_m"].get(f"{n}:{m}")
+    mask = layer.require_mask("N:M shares")
     if mask.ndim > 2:  # (out, in, k...) -> (out, k..., in): groups along input channels
         mask = np.moveaxis(mask, 1, -1)
     width = mask.shape[-1] // m * m
@@ -301,3 +328,20 @@ def nm_share(layer: WeightLayer, n: int, m: int) -> float | None:
     rows = mask.reshape(-1, mask.shape[-1])[:, :width]
     counts = _sum(rows.reshape(rows.shape[0], width // m, m), (2,))
     return float(np.count_nonzero(counts <= n) / counts.size)
+
+
+def reduce_layer(layer: WeightLayer, views: Sequence[str]) -> WeightLayer:
+    """The layer with its mask and weights dropped, keeping what degree analyses need: ``nnz``,
+    its degrees in ``views`` (unchained: no flatten grouping), the N:M shares. Reading a large
+    file layer by layer this way keeps one layer's mask in memory, not the model's."""
+    degrees = {}
+    for view in views:
+        same = layer.kind == "linear" and degrees  # a linear layer reads alike in every view
+        degrees[(view, None)] = next(iter(degrees.values())) if same else layer_degrees(layer, view)
+    reduced = {
+        "nnz": layer.nnz,
+        "degrees": degrees,
+        "n_m": {f"{n}:{m}": nm_share(layer, n, m) for n, m in NM_PATTERNS},
+    }
+    placeholder = np.broadcast_to(np.False_, layer.shape)  # no memory, the right shape
+    return dataclasses.replace(layer, mask=placeholder, weight=None, reduced=reduced)
