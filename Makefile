@@ -73,6 +73,7 @@ bench: $(INSTALLED)
 	$(PY) -m benchmarks.masked_step --out results/benchmarks/masked_step.json
 	$(PY) -m benchmarks.second_order --time-limit-s 240 --out results/benchmarks/second_order.json
 	$(PY) -m benchmarks.sparse_training_step --out results/benchmarks/sparse_training_step.json
+	$(PY) -m benchmarks.llm_degrees --out results/benchmarks/llm_degrees.json
 
 FORCE:
 

@@ -8,8 +8,9 @@ from benchmarks import llm_degrees
 
 def test_tiny_checkpoint_matches_the_naive_computation(tmp_path):
     out = tmp_path / "llm.json"
-    assert llm_degrees.main(["--models", "tiny", "--patterns", "row50,2:4",
-                             "--workdir", str(tmp_path / "work"), "--out", str(out)]) == 0  # fmt: skip
+    work = str(tmp_path / "work")
+    command = ["--models", "tiny", "--patterns", "row50,2:4", "--workdir", work, "--out", str(out)]
+    assert llm_degrees.main(command) == 0
     (row,) = json.loads(out.read_text())["rows"]  # the 2:4 variant is for the 7B shape only
     assert row["same_degrees_as_naive"] is True
     assert row["degree_sum"] == row["kept"] == row["weights_read"] // 2
