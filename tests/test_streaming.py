@@ -74,3 +74,11 @@ def test_sequential_reading_keeps_masks(tmp_path):
                            reduce_to_degrees="channel")  # fmt: skip
     assert all(layer.reduced is None for layer in network.layers)
     assert np.array_equal(network.layers[0].mask, np.ones((4, 3), dtype=bool))
+
+
+def test_int8_weights_are_read_as_weights(tmp_path):
+    weight = torch.tensor([[0, 3, -2], [0, 0, 127]], dtype=torch.int8)
+    torch.save({"q.weight": weight, "q.scale": torch.ones(2), "steps": torch.tensor(3)},
+               tmp_path / "int8.pt")  # fmt: skip
+    network = load_network(tmp_path / "int8.pt")
+    assert network.names == ["q.weight"] and network.layers[0].nnz == 3

@@ -175,6 +175,7 @@ def _load_for_cli(args: argparse.Namespace, *, keep_weights: bool = False):
         keep_weights=keep_weights,
         layout=args.layout,
         reduce_to_degrees=None if keep_weights else reduce,
+        progress=not getattr(args, "quiet", False),
     )
     blocking = []
     for layer in network.layers:

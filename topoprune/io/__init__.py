@@ -10,6 +10,7 @@ tensors.
 from __future__ import annotations
 
 import itertools
+import sys
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -86,6 +87,7 @@ def load_network(
     snapshot: str | None = None,
     layout: str = "auto",
     reduce_to_degrees: str | None = None,
+    progress: bool = False,
 ) -> SparseNetwork:
     """Read a checkpoint of any supported format as a :class:`SparseNetwork`.
 
@@ -114,13 +116,16 @@ def load_network(
         export, effective connectivity and spectra need the masks. bfloat16/float16 safetensors
         are then read as bit patterns, never widened.
 
+    progress : bool
+        A progress bar over the tensors of a foreign file (on a terminal only).
+
     A folder is read through its sharded index (``*.index.json``), ``model.safetensors`` or
     ``pytorch_model.bin``.
     """
     path = _checkpoint_in(Path(path))
     try:
         return _load_network(path, chain, layers, keep_weights, snapshot, layout,
-                             reduce_to_degrees)  # fmt: skip
+                             reduce_to_degrees, progress)  # fmt: skip
     except TopopruneError:
         raise
     except MemoryError:
@@ -144,9 +149,15 @@ def _checkpoint_in(path: Path) -> Path:
     return path  # detect_format explains what a folder needs
 
 
-def _foreign(path: Path, items, chain, layers, keep_weights, layout, reduce) -> SparseNetwork:
+def _foreign(
+    path: Path, items, chain, layers, keep_weights, layout, reduce, progress=False
+) -> SparseNetwork:
     """A network from a foreign file's tensors, read in ``layout``."""
     conv1d, skip_embeddings, note = hf.resolve_layout(path, layout)
+    if progress and sys.stderr.isatty():
+        from tqdm import tqdm
+
+        items = tqdm(items, desc=f"reading {path.name}", unit=" tensors", leave=False)
     network = network_from_tensors(
         items,
         chain=chain or "none",
@@ -171,6 +182,7 @@ def _load_network(
     snapshot: str | None,
     layout: str,
     reduce: str | None = None,
+    progress: bool = False,
 ) -> SparseNetwork:
     if chain is not None and chain not in CHAIN_MODES:
         raise CheckpointError(f"unknown chain mode {chain!r}; valid: {', '.join(CHAIN_MODES)}")
@@ -184,10 +196,10 @@ def _load_network(
     if fmt == "safetensors":
         items = ((name, array) for name, array, _ in
                  safetensors_file.iter_tensors(path, raw_halves=raw))  # fmt: skip
-        return _foreign(path, items, chain, layers, keep_weights, layout, reduce)
+        return _foreign(path, items, chain, layers, keep_weights, layout, reduce, progress)
     if fmt == "sharded":
         items = hf.iter_sharded(path, raw_halves=raw)
-        return _foreign(path, items, chain, layers, keep_weights, layout, reduce)
+        return _foreign(path, items, chain, layers, keep_weights, layout, reduce, progress)
     if fmt == "compressed":
         return _network_from_compressed(path, chain, layers, keep_weights)
     if fmt == "npz":
@@ -196,7 +208,7 @@ def _load_network(
                 items = [(name, archive[name]) for name in archive.files]
         except Exception as exc:  # zlib, zipfile and numpy errors alike
             raise CheckpointError(f"{path}: corrupt .npz ({type(exc).__name__}: {exc})") from None
-        return _foreign(path, items, chain, layers, keep_weights, layout, reduce)
+        return _foreign(path, items, chain, layers, keep_weights, layout, reduce, progress)
     obj = load_torch_object(path)
     if is_topoprune_checkpoint(obj):
         return network_from_checkpoint(
@@ -205,7 +217,7 @@ def _load_network(
     if snapshot is not None:
         raise CheckpointError(f"{path}: only topoprune training checkpoints hold mask snapshots")
     items = state_dict_items(obj, path)
-    return _foreign(path, items, chain, layers, keep_weights, layout, reduce)
+    return _foreign(path, items, chain, layers, keep_weights, layout, reduce, progress)
 
 
 def _network_from_compressed(

@@ -102,7 +102,7 @@ def _skip_reason(array: np.ndarray | HalfBits) -> str | None:
         return "1-D (bias, normalisation or buffer)"
     if array.ndim not in KINDS:
         return f"{array.ndim}-D tensors are not supported weight layers"
-    if array.dtype.kind not in "fc":
+    if array.dtype.kind not in "fc" and array.dtype != np.int8:  # int8: quantised weights
         return f"{array.dtype} tensor (not weights)"
     if array.size == 0:
         return f"zero-size tensor {tuple(array.shape)} (no connections)"
