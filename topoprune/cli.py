@@ -199,7 +199,7 @@ def _analyze(args: argparse.Namespace) -> int:
     from topoprune.topology.report import render_text, to_json, write_csv
 
     network = _load_for_cli(args)
-    summary = summarize(network, args.view, spectral=args.spectral)
+    summary = summarize(network, args.view, spectral=args.spectral, progress=not args.quiet)
     if not args.no_fit:
         from topoprune.stats.node_layers import fit_columns, fit_node_layers
 

@@ -15,6 +15,8 @@ layer's graph is from a Ramanujan expander.
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 from topoprune.topology.layers import edge_multiplicity
@@ -116,14 +118,19 @@ def ramanujan_row(adjacency: np.ndarray) -> dict:
 
 
 def spectral_table(
-    network: SparseNetwork, view: str = "channel-simple", seed: int = 0
+    network: SparseNetwork, view: str = "channel-simple", seed: int = 0, progress: bool = False
 ) -> list[dict]:
     """Per layer: s1, s2, the gap, the Ramanujan bound at the mean degrees, and the same for a
     random mask of the layer's shape and number of edges (``random_*``, one draw from ``seed``).
     """
     rng = np.random.default_rng(seed)
     rows = []
-    for i, layer in enumerate(network.layers):
+    layers = enumerate(network.layers)
+    if progress and sys.stderr.isatty():
+        from tqdm import tqdm
+
+        layers = tqdm(layers, total=len(network.layers), desc="spectra", leave=False)
+    for i, layer in layers:
         adjacency = edge_multiplicity(layer, view, network.input_groups(i, view)) > 0
         ours = ramanujan_row(adjacency)
         shuffled = np.zeros(adjacency.size, dtype=bool)

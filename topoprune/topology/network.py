@@ -330,7 +330,7 @@ class NetworkSummary:
 
 
 def summarize(
-    network: SparseNetwork, view: str = "channel", *, spectral: bool = False
+    network: SparseNetwork, view: str = "channel", *, spectral: bool = False, progress: bool = False
 ) -> NetworkSummary:
     """The per-layer table and per-node-layer degree summary of a network, its effective
     connectivity (when every layer chains) and, with ``spectral``, each layer's spectral gap
@@ -356,7 +356,9 @@ def summarize(
         notes=list(network.notes),
         problems=network.problems(),
         connectivity=effective_connectivity(network, view),
-        spectral=spectral_table(network, "channel-simple" if view != "im2col" else view)
+        spectral=spectral_table(
+            network, "channel-simple" if view != "im2col" else view, progress=progress
+        )
         if spectral
         else None,
     )
