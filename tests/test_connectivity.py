@@ -86,6 +86,14 @@ def test_nm_shares():
     assert nm_share(WeightLayer("tiny", np.ones((3, 3), dtype=bool)), 2, 4) is None
 
 
+def test_boolean_masks_with_odd_bytes_count_as_booleans():
+    from topoprune.topology.layers import mask_from_tensor
+
+    raw = np.array([[2, 0, 5, 0, 1, 1, 0, 0]], dtype=np.uint8).view(bool)  # a file's bytes
+    layer = WeightLayer("fc", mask_from_tensor("fc", raw, raw.shape))
+    assert layer.nnz == 4 and nm_share(layer, 2, 4) == 1.0
+
+
 def test_analyze_reports_connectivity_spectra_and_nm(tmp_path, capsys):
     np.savez(tmp_path / "net.npz", a=np.array([[1.0, 1, 0, 0], [0, 0, 0, 0]]),
              b=np.array([[1.0, 1]]))  # fmt: skip

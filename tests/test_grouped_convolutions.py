@@ -14,6 +14,7 @@ from topoprune.io import load_network, save_network
 from topoprune.stats.null import layer_null_components
 from topoprune.topology import network_from_module
 from topoprune.topology.layers import WeightLayer, edge_multiplicity, layer_degrees
+from topoprune.topology.network import SparseNetwork
 
 
 class MobileBlock(nn.Module):
@@ -147,3 +148,34 @@ def test_the_random_null_of_a_grouped_layer_counts_only_its_group():
     (trials_out, _), (trials_in, _) = layer_null_components(network, 3, "channel")
     assert trials_out == (32 // 4) * 9  # an input feeds the 8 outputs of its group, 9 taps each
     assert trials_in == (16 // 4) * 9
+
+
+def test_pairs_that_do_not_divide_still_stop_the_chain(tmp_path):
+    from topoprune.io import CheckpointError
+
+    state = {"a.weight": torch.ones(6, 1, 3, 3), "b.weight": torch.ones(8, 4, 3, 3)}
+    torch.save(state, tmp_path / "bad.pt")  # 6 outputs cannot feed groups of 4 inputs
+    with pytest.raises(CheckpointError, match="do not chain"):
+        load_network(tmp_path / "bad.pt", chain="sequential")
+
+
+def test_graph_export_of_a_linear_layer_after_a_flatten():
+    from topoprune.topology.graphs import layer_graph
+
+    conv = WeightLayer("conv.weight", np.ones((2, 1, 3, 3), dtype=bool))
+    fc = WeightLayer("fc.weight", np.ones((3, 2 * 4), dtype=bool),
+                     weight=np.arange(24, dtype=np.float32).reshape(3, 8))  # fmt: skip
+    graph = layer_graph(SparseNetwork([conv, fc], chain=True), "fc.weight")
+    multiplicities = {d["multiplicity"] for *_, d in graph.edges(data=True)}
+    assert multiplicities == {4}  # each channel-to-output edge stands for 4 weights
+    assert not any("weight" in d for *_, d in graph.edges(data=True))
+
+
+def test_the_spectral_baseline_keeps_a_grouped_layers_blocks():
+    from topoprune.topology.connectivity import spectral_table
+
+    model = pruned(separable_stack())
+    rows = spectral_table(network_from_module(model))
+    depthwise = rows[1]
+    # 8 disjoint 1x1 blocks: every singular value is at most one block's, in both masks
+    assert depthwise["random_s1"] <= 1.0 + 1e-9 and depthwise["s1"] <= 1.0 + 1e-9

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -36,7 +35,9 @@ def gpt2_state(blocks: int = 2, seed: int = 0) -> dict[str, torch.Tensor]:
             f"{h}.mlp.c_fc.weight": pruned(D, 4 * D), f"{h}.mlp.c_fc.bias": torch.zeros(4 * D),
             f"{h}.mlp.c_proj.weight": pruned(4 * D, D), f"{h}.mlp.c_proj.bias": torch.zeros(D),
         })  # fmt: skip
+        state[f"{h}.attn.bias"] = torch.tril(torch.ones(1, 1, POSITIONS, POSITIONS))  # a buffer
     state["lm_head.weight"] = pruned(VOCAB, D)  # nn.Linear: (out, in)
+    state["score.weight"] = pruned(2, D)  # a classification head, nn.Linear
     return state
 
 
@@ -71,7 +72,19 @@ def test_config_json_makes_conv1d_weights_read_transposed(tmp_path):
     )
     head = network.layer("lm_head.weight")
     assert head.shape == (VOCAB, D)  # a Linear: as stored
+    assert network.layer("score.weight").shape == (2, D)  # a head: Linear too
+    assert "transformer.h.0.attn.bias" in network.skipped  # GPT-2's causal-mask buffer
+    assert not any(name.endswith(".bias") for name in network.names)
     assert any("Conv1D" in note for note in network.notes)
+
+
+def test_openai_gpt_embeddings_are_skipped(tmp_path):
+    state = {"tokens_embed.weight": torch.randn(VOCAB, D),
+             "positions_embed.weight": torch.randn(POSITIONS, D),
+             "h.0.attn.c_attn.weight": torch.randn(D, 3 * D)}  # fmt: skip
+    network = load_network(write_model(tmp_path / "gpt", state, model_type="openai-gpt"))
+    assert network.names == ["h.0.attn.c_attn.weight"]
+    assert network.layers[0].shape == (3 * D, D)
 
 
 def test_layout_flag_and_configs_of_other_models(tmp_path):
@@ -142,12 +155,41 @@ def test_broken_shard_sets_are_clear_errors(tmp_path, capsys):
     index.write_text(json.dumps(listing))
     with pytest.raises(CheckpointError, match="lacks tensors the index assigns to it: ghost"):
         load_network(index)
+    index = shard(tmp_path / "u", state, parts=2)
+    listing = json.loads(index.read_text())
+    moved = "transformer.h.0.mlp.c_fc.weight"
+    listing["weight_map"][moved] = "model-00002-of-00002.safetensors"  # not where it is
+    index.write_text(json.dumps(listing))
+    with pytest.raises(CheckpointError, match="lacks tensors the index assigns to it"):
+        load_network(index)
     index.write_text('{"weight_map": {"a.weight": "../escape.safetensors"}}')
     with pytest.raises(CheckpointError, match="not a file beside the index"):
         load_network(index)
     index.write_text("{ not json")
     assert main(["analyze", str(index)]) == 2
     assert "corrupt JSON" in capsys.readouterr().err
+
+
+def test_tensors_outside_the_index_are_left_out(tmp_path):
+    state = gpt2_state()
+    index = shard(tmp_path / "s", state, parts=2)
+    extra = {"optimizer.state": torch.ones(4, 4), "transformer.h.0.mlp.c_fc.weight":
+             torch.ones(D, 4 * D)}  # fmt: skip
+    first = tmp_path / "s" / "model-00001-of-00002.safetensors"
+    from safetensors.torch import load_file
+
+    save_file({**load_file(first), **extra}, first)  # a stray tensor and a duplicate
+    network = load_network(index)
+    assert "optimizer.state" not in network.names
+    assert any(key.endswith(":optimizer.state") for key in network.skipped)
+
+
+def test_a_folder_with_both_indexes_reads_the_safetensors_one(tmp_path):
+    state = gpt2_state()
+    shard(tmp_path / "m", state, parts=2, kind="safetensors")
+    shard(tmp_path / "m", state, parts=2, kind="bin")
+    network = load_network(tmp_path / "m")
+    assert network.source.endswith("model.safetensors.index.json")
 
 
 def test_command_line_reads_a_model_folder(tmp_path, capsys):
@@ -160,4 +202,3 @@ def test_command_line_reads_a_model_folder(tmp_path, capsys):
     layer = "transformer.h.1.mlp.c_proj"  # Conv1D (4D x D): 4D inputs, D outputs once transposed
     sizes = {n["name"]: len(n["total"]) for n in payload["node_layers"]}
     assert sizes[layer] == D and sizes[f"{layer}:in"] == 4 * D
-    assert np.isfinite(list(sizes.values())).all()

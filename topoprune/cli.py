@@ -330,6 +330,7 @@ def _add_topology_commands(sub: argparse._SubParsersAction) -> None:
     )
     _add_network_options(degrees)
     degrees.add_argument("--json", action="store_true", help="JSON instead of CSV")
+    degrees.add_argument("--quiet", action="store_true", help="no progress bar")
     degrees.set_defaults(func=_degrees)
 
 

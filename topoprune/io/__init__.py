@@ -130,10 +130,24 @@ def load_network(
         raise
     except MemoryError:
         raise CheckpointError(f"{path}: too large to read into memory") from None
-    except Exception as exc:  # whatever a damaged file triggers names the file
+    except Exception as exc:
+        if _raised_by_topoprune(exc):
+            raise  # a bug of ours, not a damaged file: keep its traceback
+        # whatever a damaged file makes a library raise names the file
         raise CheckpointError(
             f"{path}: could not be read ({type(exc).__name__}: {exc}); the file may be corrupt"
         ) from None
+
+
+def _raised_by_topoprune(exc: BaseException) -> bool:
+    """Whether the innermost frame of ``exc``'s traceback is topoprune's own code."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    package = str(Path(__file__).resolve().parents[1])
+    return tb is not None and str(Path(tb.tb_frame.f_code.co_filename).resolve()).startswith(
+        package
+    )
 
 
 def _checkpoint_in(path: Path) -> Path:
@@ -165,8 +179,7 @@ def _foreign(
         keep_weights=keep_weights,
         source=str(path),
         transposed=hf.is_conv1d_weight if conv1d else None,
-        skip=(lambda name: "embedding table (a lookup, not a layer)"
-              if hf.is_embedding(name) else None) if skip_embeddings else None,
+        skip=hf.not_a_layer if skip_embeddings else None,
         reduce_to_degrees=reduce,
     )  # fmt: skip
     if note:
@@ -198,8 +211,11 @@ def _load_network(
                  safetensors_file.iter_tensors(path, raw_halves=raw))  # fmt: skip
         return _foreign(path, items, chain, layers, keep_weights, layout, reduce, progress)
     if fmt == "sharded":
-        items = hf.iter_sharded(path, raw_halves=raw)
-        return _foreign(path, items, chain, layers, keep_weights, layout, reduce, progress)
+        unlisted: dict[str, str] = {}
+        items = hf.iter_sharded(path, raw_halves=raw, unlisted=unlisted)
+        network = _foreign(path, items, chain, layers, keep_weights, layout, reduce, progress)
+        network.skipped.update(unlisted)
+        return network
     if fmt == "compressed":
         return _network_from_compressed(path, chain, layers, keep_weights)
     if fmt == "npz":

@@ -20,10 +20,13 @@ from pathlib import Path
 from topoprune.io.errors import CheckpointError
 
 LAYOUTS = ("auto", "torch", "conv1d")
-# model types whose transformers implementation uses Conv1D for every projection
+# model types whose transformers implementation uses Conv1D for its attention and MLP projections
 CONV1D_MODEL_TYPES = frozenset({"gpt2", "openai-gpt", "imagegpt", "decision_transformer"})
+# the Conv1D modules of those models; their task heads (score, classifier, ...) are nn.Linear
+CONV1D_MODULES = frozenset({"c_attn", "c_proj", "c_fc", "q_attn"})
 EMBEDDING_NAMES = ("wte", "wpe", "embed_tokens", "embed_positions", "word_embeddings",
-                   "position_embeddings", "token_type_embeddings")  # fmt: skip
+                   "position_embeddings", "token_type_embeddings", "tokens_embed",
+                   "positions_embed", "embed_in", "shared")  # fmt: skip
 INDEX_SUFFIX = ".index.json"
 MAX_INDEX_BYTES = 64 * 1024 * 1024
 
@@ -31,6 +34,9 @@ MAX_INDEX_BYTES = 64 * 1024 * 1024
 def index_file(folder: Path) -> Path | None:
     """The one ``*.index.json`` of a checkpoint folder, if it has one."""
     found = sorted(folder.glob(f"*{INDEX_SUFFIX}"))
+    safetensors = [p for p in found if p.name.endswith(".safetensors" + INDEX_SUFFIX)]
+    if len(found) > 1 and len(safetensors) == 1:
+        return safetensors[0]  # the Hub ships both formats; the safetensors set is mapped
     if len(found) > 1:
         names = ", ".join(p.name for p in found)
         raise CheckpointError(f"{folder}: several sharded checkpoints ({names}); give one index")
@@ -67,9 +73,12 @@ def read_index(path: Path) -> dict[str, list[str]]:
     return dict(sorted(shards.items()))
 
 
-def iter_sharded(path: Path, *, raw_halves: bool = False) -> Iterator[tuple[str, object]]:
-    """``(name, tensor)`` of every tensor of a sharded checkpoint, shard by shard; a tensor the
-    index lists but its shard lacks is an error. ``raw_halves``: see
+def iter_sharded(
+    path: Path, *, raw_halves: bool = False, unlisted: dict[str, str] | None = None
+) -> Iterator[tuple[str, object]]:
+    """``(name, tensor)`` of every tensor the index assigns to each shard, shard by shard; a
+    tensor the index lists but its shard lacks is an error, one it does not list there is left
+    out (into ``unlisted``, with the reason). ``raw_halves``: see
     :func:`topoprune.io.safetensors_file.iter_tensors`."""
     from topoprune.io import safetensors_file
     from topoprune.io.torch_file import load_torch_object, state_dict_items
@@ -77,15 +86,19 @@ def iter_sharded(path: Path, *, raw_halves: bool = False) -> Iterator[tuple[str,
     for shard, expected in read_index(path).items():
         shard_path = path.parent / shard
         head = shard_path.open("rb").read(9)
-        seen = set()
+        seen, listed = set(), set(expected)
         if len(head) == 9 and head[8:9] == b"{":
-            for name, array, _ in safetensors_file.iter_tensors(shard_path, raw_halves=raw_halves):
-                seen.add(name)
-                yield name, array
+            items = ((n, a) for n, a, _ in
+                     safetensors_file.iter_tensors(shard_path, raw_halves=raw_halves))  # fmt: skip
         else:
-            for name, tensor in state_dict_items(load_torch_object(shard_path), shard_path):
-                seen.add(name)
-                yield name, tensor
+            items = state_dict_items(load_torch_object(shard_path), shard_path)
+        for name, tensor in items:
+            if name not in listed:
+                if unlisted is not None:
+                    unlisted[f"{shard}:{name}"] = "in a shard, but the index assigns it elsewhere"
+                continue
+            seen.add(name)
+            yield name, tensor
         absent = [t for t in expected if t not in seen]
         if absent:
             raise CheckpointError(f"{shard_path}: lacks tensors the index assigns to it: "
@@ -111,8 +124,9 @@ def resolve_layout(path: Path, layout: str) -> tuple[bool, bool, str | None]:
     if layout == "torch":
         return False, False, None
     if layout == "conv1d":
-        return True, True, ("layout conv1d: 2-D weights read as (in, out), transposed to "
-                            "(out, in); lm_head as stored; embedding tables skipped")  # fmt: skip
+        return True, True, ("layout conv1d: c_attn/c_proj/c_fc/q_attn weights read as "
+                            "(in, out), transposed to (out, in); other weights as stored; "
+                            "embedding tables and non-.weight tensors skipped")  # fmt: skip
     config = read_config(path)
     if config is None:
         return False, False, None
@@ -121,7 +135,8 @@ def resolve_layout(path: Path, layout: str) -> tuple[bool, bool, str | None]:
         return True, True, (f"config.json: model_type {model_type!r} stores its projections "
                             "as Conv1D (in, out): read transposed; embedding tables "
                             "skipped")  # fmt: skip
-    return False, True, "config.json: a Hugging Face model; embedding tables skipped"
+    return False, True, ("config.json: a Hugging Face model; embedding tables and non-.weight "
+                         "tensors skipped")  # fmt: skip
 
 
 def is_embedding(name: str) -> bool:
@@ -131,6 +146,17 @@ def is_embedding(name: str) -> bool:
 
 
 def is_conv1d_weight(name: str) -> bool:
-    """In a Conv1D model, every 2-D ``.weight`` but the (linear) language-model head."""
+    """In a Conv1D model, the weights of its Conv1D modules (``c_attn``, ``c_proj``, ``c_fc``,
+    ``q_attn``); heads and everything else are ``nn.Linear``."""
     parts = name.split(".")
-    return len(parts) >= 2 and parts[-1] == "weight" and not parts[-2].startswith("lm_head")
+    return len(parts) >= 2 and parts[-1] == "weight" and parts[-2] in CONV1D_MODULES
+
+
+def not_a_layer(name: str) -> str | None:
+    """Why a Hugging Face tensor is no layer: an embedding table, or not a ``.weight`` at all
+    (buffers such as GPT-2's causal mask ``attn.bias``, 4-D; ViT's ``cls_token``)."""
+    if is_embedding(name):
+        return "embedding table (a lookup, not a layer)"
+    if not name.endswith(".weight"):
+        return "not a module's .weight (a bias, buffer or parameter of a Hugging Face model)"
+    return None

@@ -19,7 +19,7 @@ import sys
 
 import numpy as np
 
-from topoprune.topology.layers import edge_multiplicity
+from topoprune.topology.layers import WeightLayer, edge_multiplicity
 from topoprune.topology.network import SparseNetwork, short_name
 
 
@@ -50,8 +50,8 @@ def effective_connectivity(network: SparseNetwork, view: str = "channel") -> dic
     """
     if not all(network.chained_in_view(i, view) for i in range(len(network.layers) - 1)):
         return None
-    if any(layer.reduced is not None for layer in network.layers):
-        return None  # read for degrees only: the masks are gone
+    if len(network.layers) < 2 or any(layer.reduced is not None for layer in network.layers):
+        return None  # one layer: trivially all; read for degrees only: the masks are gone
     counts = [_edge_counts(network, i, view) for i in range(len(network.layers))]
     edges = [c > 0 for c in counts]
     # forward: nodes reached from the input; backward: nodes from which the output is reached
@@ -102,7 +102,7 @@ def top_singular_values(adjacency: np.ndarray, k: int = 2) -> np.ndarray:
     from scipy.sparse import csr_array
     from scipy.sparse.linalg import svds
 
-    values = svds(csr_array(adjacency.astype(np.float64)), k=k, return_singular_vectors=False)
+    values = svds(csr_array(adjacency).astype(np.float64), k=k, return_singular_vectors=False)
     return np.sort(values)[::-1]
 
 
@@ -121,7 +121,8 @@ def spectral_table(
     network: SparseNetwork, view: str = "channel-simple", seed: int = 0, progress: bool = False
 ) -> list[dict]:
     """Per layer: s1, s2, the gap, the Ramanujan bound at the mean degrees, and the same for a
-    random mask of the layer's shape and number of edges (``random_*``, one draw from ``seed``).
+    random mask with the layer's shape and number of weights (``random_*``, one draw from
+    ``seed``).
     """
     rng = np.random.default_rng(seed)
     rows = []
@@ -131,11 +132,15 @@ def spectral_table(
 
         layers = tqdm(layers, total=len(network.layers), desc="spectra", leave=False)
     for i, layer in layers:
-        adjacency = edge_multiplicity(layer, view, network.input_groups(i, view)) > 0
+        groups = network.input_groups(i, view)
+        adjacency = edge_multiplicity(layer, view, groups) > 0
         ours = ramanujan_row(adjacency)
-        shuffled = np.zeros(adjacency.size, dtype=bool)
-        shuffled[rng.choice(adjacency.size, size=int(adjacency.sum()), replace=False)] = True
-        random = ramanujan_row(shuffled.reshape(adjacency.shape))
+        # the same number of weights at random positions of the layer's own weight shape (a
+        # grouped convolution keeps its blocks), read in the same view
+        shuffled = np.zeros(layer.size, dtype=bool)
+        shuffled[rng.choice(layer.size, size=layer.nnz, replace=False)] = True
+        twin = WeightLayer(layer.name, shuffled.reshape(layer.shape), groups=layer.groups)
+        random = ramanujan_row(edge_multiplicity(twin, view, groups) > 0)
         rows.append({"layer": layer.name, "nodes_in": adjacency.shape[1],
                      "nodes_out": adjacency.shape[0], **ours,
                      **{f"random_{k}": v for k, v in random.items()}})  # fmt: skip

@@ -23,6 +23,8 @@ def _layer_edges(network: SparseNetwork, name: str, view: str):
     counts = edge_multiplicity(layer, view, network.input_groups(index, view))
     out_idx, in_idx = np.nonzero(counts)
     weights = edge_weights(layer, view)
+    if weights is not None and weights.shape != counts.shape:
+        weights = None  # after a flatten an edge stands for several weights
     values = None if weights is None else weights[out_idx, in_idx]
     return counts.shape, in_idx, out_idx, counts[out_idx, in_idx], values
 

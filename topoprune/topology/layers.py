@@ -147,7 +147,9 @@ def mask_from_tensor(name: str, mask: np.ndarray, shape: tuple[int, ...]) -> np.
     if mask.shape != shape:
         raise TopologyError(f"{name}: mask shape {mask.shape} differs from weight shape {shape}")
     if mask.dtype == np.bool_:
-        return mask
+        raw = mask.view(np.uint8)
+        # a file's booleans may hold bytes other than 0/1; byte-level arithmetic needs 0/1
+        return raw != 0 if raw.size and raw.max() > 1 else mask
     binary = (mask == 0) | (mask == 1)
     if not np.all(binary):
         bad = mask[~binary].ravel()[:3].tolist()
