@@ -25,7 +25,7 @@ from topoprune.prune.scoring import ScoreConfig, ScoreMethod
 from topoprune.prune import growl, regularisation, reweighting  # noqa: F401  isort: skip
 from topoprune.prune import saliency, units, woodfisher  # noqa: F401  isort: skip
 from topoprune.prune import at_init, lottery, rigl, sparse_evolution  # noqa: F401  isort: skip
-from topoprune.prune import quantization  # noqa: F401  isort: skip
+from topoprune.prune import quantization, structured  # noqa: F401  isort: skip
 
 __all__ = [
     "METHODS",

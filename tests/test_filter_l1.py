@@ -1,0 +1,34 @@
+"""filter-l1 (Li et al. 2017): whole filters with the smallest sum of |K| go, their biases are
+held at zero, and the compacted model computes the masked model's outputs."""
+
+from __future__ import annotations
+
+import torch
+
+from topoprune.models import build_model
+from topoprune.prune.methods import METHODS
+from topoprune.train.run import prune_model
+
+
+def batches(n: int = 6, seed: int = 0):
+    generator = torch.Generator().manual_seed(seed)
+    return [(torch.rand(16, 1, 28, 28, generator=generator),
+             torch.randint(0, 10, (16,), generator=generator)) for _ in range(n)]  # fmt: skip
+
+
+def test_filters_by_l1_norm_and_an_exact_compaction():
+    torch.manual_seed(0)
+    model = build_model("lenet5")
+    norms = model[0].weight.detach().abs().flatten(1).sum(1)
+    config = METHODS["filter-l1"].Config(dense_epochs=0, retrain_epochs=1, sparsity=(0.5, 0.5, 0.5),
+                                         dense_layers=("7",), lr=0.01)  # fmt: skip
+    model, summary = prune_model(model, "filter-l1", config, train=batches())
+    conv1 = model[0]
+    dead = conv1.weight_mask.flatten(1).eq(0).all(1)
+    # one-shot from the initial weights: the 10 filters of least L1 norm are the ones removed
+    assert set(torch.argsort(norms)[:10].tolist()) == set(dead.nonzero().squeeze(1).tolist())
+    assert (conv1.bias[dead] == 0).all()
+    report = summary["report"]
+    assert report["filters_kept"] == {"0": 10, "2": 25, "5": 250}
+    assert report["params_compact"] < 0.35 * report["params"]
+    assert report["max_abs_difference"] < 1e-5

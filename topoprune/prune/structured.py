@@ -1,0 +1,132 @@
+"""Structured pruning methods: whole filters (output channels or units) go, and the result is
+compacted into a smaller dense model (:mod:`topoprune.prune.structure`).
+
+A filter mask zeroes a filter's weights; its bias is zeroed and held at zero too, so that the
+channel outputs exactly zero and :func:`~topoprune.prune.structure.compact` can remove it
+without changing the model's outputs. The report gives the filters kept per layer and the
+parameters of the compacted model, checked to compute the masked model's outputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from topoprune.prune.method import Context, hp
+from topoprune.prune.methods import METHODS
+from topoprune.prune.scoring import ScoreConfig, ScoreMethod
+
+
+def dead_filters(module: nn.Module) -> torch.Tensor:
+    """Boolean per output filter (unit): every weight of the filter is masked."""
+    return module.weight_mask.reshape(module.weight_mask.shape[0], -1).eq(0).all(dim=1)
+
+
+def zero_dead_biases(ctx: Context) -> None:
+    """Zero the biases (and their optimizer state) of filters whose weights are all masked."""
+    with torch.no_grad():
+        for _, module in ctx.pruned_modules():
+            if module.bias is None:
+                continue
+            dead = dead_filters(module)
+            if dead.any():
+                module.bias[dead] = 0
+                if ctx.optimizer is not None:
+                    for value in ctx.optimizer.state.get(module.bias, {}).values():
+                        if isinstance(value, torch.Tensor) and value.shape == module.bias.shape:
+                            value[dead] = 0
+
+
+def compaction_report(ctx: Context) -> dict:
+    """Filters kept per pruned layer, and the compacted model's size and agreement with the
+    masked model on a scoring batch (``max_abs_difference``)."""
+    import copy
+
+    from topoprune.prune.masks import enforce_masks
+    from topoprune.prune.structure import compact
+
+    kept = {name: int((~dead_filters(m)).sum()) for name, m in ctx.pruned_modules()}
+    report: dict = {"filters_kept": kept,
+                    "filters": {name: int(m.weight_mask.shape[0])
+                                for name, m in ctx.pruned_modules()}}  # fmt: skip
+    if ctx.draw_batches is None:
+        return report
+    inputs, _ = next(iter(ctx.scoring_batches(8)))
+    inputs = inputs.to(ctx.device)
+    # the masked weight a forward hook computes is no graph leaf: set it aside to copy the model
+    masked = [m for _, m in ctx.pruned_modules()]
+    computed = [m.__dict__.pop("weight", None) for m in masked]
+    try:
+        plain = copy.deepcopy(ctx.model).eval()
+    finally:
+        for module, weight in zip(masked, computed, strict=True):
+            if weight is not None:
+                module.__dict__["weight"] = weight
+    enforce_masks(plain)
+    with torch.no_grad():
+        for _, module in list(plain.named_modules()):
+            if hasattr(module, "weight_mask"):
+                weight = module.weight_orig.detach() * module.weight_mask
+                del module._parameters["weight_orig"]
+                del module._buffers["weight_mask"]
+                module._forward_pre_hooks.clear()
+                module.weight = nn.Parameter(weight)
+        expected = plain(inputs)
+        try:
+            small = compact(plain, inputs)
+        except Exception as exc:  # a model the trace cannot handle: report, do not fail the run
+            report["compact_error"] = f"{type(exc).__name__}: {exc}"
+            return report
+        report["params"] = sum(p.numel() for p in plain.parameters())
+        report["params_compact"] = sum(p.numel() for p in small.parameters())
+        report["max_abs_difference"] = float((small(inputs) - expected).abs().max())
+    return report
+
+
+def _then_zero_biases(hook):
+    def after_step(ctx: Context) -> None:
+        if hook is not None:
+            hook(ctx)
+        zero_dead_biases(ctx)
+
+    return after_step
+
+
+@dataclass(frozen=True)
+class FilterL1Config(ScoreConfig):
+    granularity: str = hp("what is removed: whole filters (output channels or units)", "filter",
+                          choices=("filter",))  # fmt: skip
+    allocation: str = hp("how sparsity is spread: per layer (Li et al.'s per-layer ratios)",
+                         "layer", choices=("layer", "uniform"))  # fmt: skip
+
+
+@METHODS.register("filter-l1")
+class FilterL1(ScoreMethod):
+    """Prune the filters with the smallest sum of absolute kernel weights in each layer, remove
+    the next layer's matching kernels, retrain (Li et al. 2017)."""
+
+    Config = FilterL1Config
+    paper = "Li et al. 2017, Pruning filters for efficient ConvNets"
+
+    def scores(self, ctx: Context) -> dict[str, torch.Tensor]:
+        # summed over each filter by the filter granularity: Li et al.'s s_j = sum |K|
+        return {n: (m.weight_orig.detach() * m.weight_mask).abs() for n, m in ctx.pruned_modules()}
+
+    def prune_to(self, ctx: Context, schedule) -> None:
+        super().prune_to(ctx, schedule)
+        zero_dead_biases(ctx)
+
+    def stages(self):
+        stages = super().stages()
+        for stage in stages[1:]:  # biases of removed filters stay zero after every step
+            stage.after_step = _then_zero_biases(stage.after_step)
+        stages[-1].on_end = self._report
+        return stages
+
+    def _report(self, ctx: Context) -> None:
+        ctx.state.method_state["compaction"] = compaction_report(ctx)
+
+    def report(self, state) -> dict:
+        return dict(state.method_state.get("compaction", {}))
