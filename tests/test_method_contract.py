@@ -85,10 +85,26 @@ def tiny_config(name: str):
     return dataclasses.replace(config, **short, **METHODS[name].contract_overrides)
 
 
+def tiny_bn_cnn() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(1, 6, 5, stride=2),
+        nn.BatchNorm2d(6),
+        nn.ReLU(),
+        nn.Conv2d(6, 8, 3, stride=2),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(8 * 5 * 5, 24),
+        nn.ReLU(),
+        nn.Linear(24, 10),
+    )
+
+
 def starting_model(name: str) -> nn.Module:
-    """The tiny CNN; half-pruned (the masks of ``tiny_masks_file``) for methods that keep the
-    masks they are given."""
-    model = tiny_cnn()
+    """The tiny CNN (with BatchNorm for the methods that need it); half-pruned (the masks of
+    ``tiny_masks_file``) for methods that keep the masks they are given."""
+    model = tiny_bn_cnn() if METHODS[name].needs_batchnorm else tiny_cnn()
     if METHODS[name].keeps_masks:
         network = load_network(tiny_masks_file(), keep_weights=False)
         add_masks(model)

@@ -42,5 +42,5 @@ def test_lenet5_is_the_caffe_variant():
 
 
 def test_unknown_model_lists_valid_names():
-    with pytest.raises(UnknownNameError, match="valid: cnn_cifar, cnn_mnist, lenet300, lenet5"):
+    with pytest.raises(UnknownNameError, match="valid: cnn_cifar, cnn_mnist, cnn_mnist_bn, lenet"):
         build_model("resnet")

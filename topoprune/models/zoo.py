@@ -10,6 +10,8 @@
 - ``cnn_cifar``: 32C3-32C3-MP2-64C3-64C3-MP2-512FC-10 laid out as the classic Keras CIFAR-10
   network: the first convolution of each pair is padded ("same"), the second is not, so the
   classifier sees 64 x 6 x 6 features (Lu & Kwok 2018 do not state the padding).
+- ``lenet5_bn``, ``cnn_mnist_bn``: the same with a BatchNorm (and a ReLU) after every
+  convolution, the models of network slimming (Liu et al. 2017) on MNIST-sized data.
 """
 
 from __future__ import annotations
@@ -100,6 +102,28 @@ def cnn_mnist(num_classes: int = 10) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(1, 32, 5), nn.ReLU(), nn.MaxPool2d(2),
         nn.Conv2d(32, 32, 5), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(32 * 4 * 4, 256), nn.ReLU(),
+        nn.Linear(256, num_classes),
+    )  # fmt: skip
+
+
+@_register("lenet5_bn", (1, 28, 28), "LeNet-5 with BatchNorm: 20C5-BN-MP2-50C5-BN-MP2-500FC-10")
+def lenet5_bn(num_classes: int = 10) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(1, 20, 5), nn.BatchNorm2d(20), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(20, 50, 5), nn.BatchNorm2d(50), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(800, 500), nn.ReLU(),
+        nn.Linear(500, num_classes),
+    )  # fmt: skip
+
+
+@_register("cnn_mnist_bn", (1, 28, 28), "32C5-BN-MP2-32C5-BN-MP2-256FC-10")
+def cnn_mnist_bn(num_classes: int = 10) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 5), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 32, 5), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
         nn.Flatten(),
         nn.Linear(32 * 4 * 4, 256), nn.ReLU(),
         nn.Linear(256, num_classes),

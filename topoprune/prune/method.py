@@ -264,6 +264,9 @@ class Method:
     # True for methods that train the masks the model arrives with (``--init``) and never change
     # them (trained quantisation): the contract test gives them a half-pruned model
     keeps_masks: ClassVar[bool] = False
+    # True for methods that act on BatchNorm layers (network slimming): the contract test gives
+    # them a model with BatchNorm after its convolutions
+    needs_batchnorm: ClassVar[bool] = False
 
     def __init__(self, config: TrainConfig, names: Sequence[str], seed: int) -> None:
         if not isinstance(config, self.Config):

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from topoprune.prune.method import Context, hp
+from topoprune.errors import TopopruneError
+from topoprune.prune.method import Context, Method, TrainConfig, hp
 from topoprune.prune.methods import METHODS
 from topoprune.prune.scoring import ScoreConfig, ScoreMethod
 
@@ -130,3 +131,101 @@ class FilterL1(ScoreMethod):
 
     def report(self, state) -> dict:
         return dict(state.method_state.get("compaction", {}))
+
+
+@dataclass(frozen=True)
+class SlimmingConfig(TrainConfig):
+    epochs: int = hp("epochs of training with the l1 penalty on BatchNorm scales", 10, low=0)
+    penalty: float = hp("lambda of the l1 penalty on the BatchNorm scales gamma", 1e-4, low=0)
+    percent: float = hp("share of the channels (over every BatchNorm) pruned, smallest |gamma| "
+                        "first", 0.5, low=0, high=1, high_open=True)  # fmt: skip
+    finetune_epochs: int = hp("epochs of fine-tuning after pruning", 5, low=0)
+    finetune_lr_factor: float = hp("fine-tuning learning rate = lr x this", 0.1, low=0,
+                                   low_open=True)  # fmt: skip
+
+
+@METHODS.register("slimming")
+class Slimming(Method):
+    """Network slimming (Liu et al. 2017): train with an l1 penalty on every BatchNorm scale,
+    prune the channels of smallest |gamma| by one threshold over the whole network, fine-tune.
+
+    A pruned channel's producing filters are masked and their biases, gamma and beta held at
+    zero, so the channel outputs zero and is removed exactly by compaction. Channels coupled by
+    a residual addition are ranked by their largest |gamma| and go together; each layer keeps at
+    least its strongest channel (the paper's guard against removing a whole layer).
+    """
+
+    Config = SlimmingConfig
+    paper = "Liu et al. 2017, Learning efficient convolutional networks through network slimming"
+    needs_batchnorm = True
+
+    def _penalty(self, ctx: Context) -> torch.Tensor:
+        norms = [m for m in ctx.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        total = sum(m.weight.abs().sum() for m in norms if m.weight is not None)
+        return self.config.penalty * total
+
+    def _prune(self, ctx: Context) -> None:
+        from topoprune.prune.masks import apply_masks, current_masks
+        from topoprune.prune.structure import channel_groups
+
+        inputs, _ = next(iter(ctx.scoring_batches(2)))
+        modules = dict(ctx.model.named_modules())
+        groups = [g for g in channel_groups(ctx.model, inputs.to(ctx.device))
+                  if g.norms and not g.frozen]  # fmt: skip
+        if not groups:
+            raise TopopruneError("slimming needs BatchNorm layers after prunable layers")
+        strength = [torch.stack([modules[n].weight.detach().abs().cpu() for n in g.norms]).amax(0)
+                    for g in groups]  # fmt: skip
+        every = torch.cat(strength)
+        count = int(self.config.percent * every.numel())
+        threshold = every.sort().values[count - 1] if count else every.min() - 1
+        masks = current_masks(ctx.model)
+        pruned = {}
+        for group, gamma in zip(groups, strength, strict=True):
+            dead = gamma <= threshold
+            dead[gamma.argmax()] = False  # a layer keeps its strongest channel
+            pruned[tuple(group.norms)] = dead.nonzero().squeeze(1).tolist()
+            for name in group.producers + group.passthrough:
+                if name in masks:
+                    masks[name][dead] = 0
+        apply_masks(ctx.model, masks)
+        ctx.state.method_state["slimming"] = {
+            "threshold": float(threshold),
+            "pruned": {",".join(norms): channels for norms, channels in pruned.items()},
+            "groups": [
+                {"norms": g.norms, "producers": g.producers + g.passthrough} for g in groups
+            ],
+        }
+        self._hold(ctx)
+
+    def _hold(self, ctx: Context) -> None:
+        """Pruned channels' gamma and beta (and the producers' biases) stay zero."""
+        state = ctx.state.method_state.get("slimming")
+        if not state:
+            return
+        modules = dict(ctx.model.named_modules())
+        with torch.no_grad():
+            for group in state["groups"]:
+                dead = state["pruned"][",".join(group["norms"])]
+                if not dead:
+                    continue
+                for name in group["norms"]:
+                    modules[name].weight[dead] = 0
+                    modules[name].bias[dead] = 0
+        zero_dead_biases(ctx)
+
+    def stages(self):
+        c = self.config
+        return [
+            c.stage("sparsify", c.epochs, loss_term=self._penalty),
+            c.stage("finetune", c.finetune_epochs, lr=c.lr * c.finetune_lr_factor,
+                    on_start=self._prune, after_step=self._hold,
+                    on_end=lambda ctx: ctx.state.method_state.update(
+                        compaction=compaction_report(ctx))),
+        ]  # fmt: skip
+
+    def report(self, state) -> dict:
+        slimming = state.method_state.get("slimming", {})
+        return {"threshold": slimming.get("threshold"),
+                "channels_pruned": {k: len(v) for k, v in slimming.get("pruned", {}).items()},
+                **state.method_state.get("compaction", {})}  # fmt: skip

@@ -1,5 +1,6 @@
-"""filter-l1 (Li et al. 2017): whole filters with the smallest sum of |K| go, their biases are
-held at zero, and the compacted model computes the masked model's outputs."""
+"""Structured methods: filter-l1 (Li et al. 2017), whose filters of least sum |K| go with
+their biases held at zero, and network slimming (Liu et al. 2017); compacted models compute the
+masked models' outputs."""
 
 from __future__ import annotations
 
@@ -32,3 +33,22 @@ def test_filters_by_l1_norm_and_an_exact_compaction():
     assert report["filters_kept"] == {"0": 10, "2": 25, "5": 250}
     assert report["params_compact"] < 0.35 * report["params"]
     assert report["max_abs_difference"] < 1e-5
+
+
+def test_slimming_prunes_by_a_global_gamma_threshold_and_compacts_exactly():
+    torch.manual_seed(0)
+    model = build_model("lenet5_bn")
+    config = METHODS["slimming"].Config(epochs=1, finetune_epochs=1, percent=0.4, penalty=1e-3,
+                                        dense_layers=("11",), lr=0.01)  # fmt: skip
+    model, summary = prune_model(model, "slimming", config, train=batches())
+    report = summary["report"]
+    # 40% of the 70 BatchNorm channels, by one threshold over both layers
+    assert sum(report["channels_pruned"].values()) == 28
+    for norm, conv in ((model[1], model[0]), (model[5], model[4])):
+        dead = norm.weight == 0
+        assert (norm.bias[dead] == 0).all() and (conv.bias[dead] == 0).all()
+        assert conv.weight_mask[dead].eq(0).all()
+        kept = norm.weight[~dead].abs()
+        assert kept.min() > report["threshold"] or dead.sum() == 0
+    assert report["max_abs_difference"] < 1e-5
+    assert report["params_compact"] < report["params"]
