@@ -52,3 +52,21 @@ def test_slimming_prunes_by_a_global_gamma_threshold_and_compacts_exactly():
         assert kept.min() > report["threshold"] or dead.sum() == 0
     assert report["max_abs_difference"] < 1e-5
     assert report["params_compact"] < report["params"]
+
+
+def test_taylor_feature_maps_stop_at_the_parameter_budget():
+    torch.manual_seed(0)
+    config = METHODS["taylor-fm"].Config(dense_epochs=0, epochs=2, prune_every=1,
+                                         maps_per_removal=2, budget=0.8, scoring_examples=16,
+                                         lr=0.01)  # fmt: skip
+    _, summary = prune_model(build_model("lenet5"), "taylor-fm", config, train=batches(6))
+    report = summary["report"]
+    assert report["budget_reached"] and report["maps_removed"] % 2 == 0
+    assert report["params_compact"] <= 0.8 * report["params"]
+    # the step before the last removal was still above the budget: no more maps than needed
+    assert report["params_compact"] > 0.6 * report["params"]
+    assert report["max_abs_difference"] < 1e-5
+    assert (
+        sum(report["filters"].values()) - sum(report["filters_kept"].values())
+        == (report["maps_removed"])
+    )  # only conv maps go (the linear layers are no feature maps)

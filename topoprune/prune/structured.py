@@ -10,12 +10,13 @@ parameters of the compacted model, checked to compute the masked model's outputs
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from topoprune.errors import TopopruneError
-from topoprune.prune.method import Context, Method, TrainConfig, hp
+from topoprune.prune.method import Context, Method, PruneConfig, TrainConfig, hp
 from topoprune.prune.methods import METHODS
 from topoprune.prune.scoring import ScoreConfig, ScoreMethod
 
@@ -229,3 +230,83 @@ class Slimming(Method):
         return {"threshold": slimming.get("threshold"),
                 "channels_pruned": {k: len(v) for k, v in slimming.get("pruned", {}).items()},
                 **state.method_state.get("compaction", {})}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class TaylorFMConfig(PruneConfig):
+    epochs: int = hp("epochs of the pruning stage (removals every --prune-every steps, then "
+                     "fine-tuning)", 5, low=1)  # fmt: skip
+    prune_every: int = hp("optimisation steps of fine-tuning between removals", 10, low=1)
+    maps_per_removal: int = hp("feature maps removed at each removal", 1, low=1)
+    budget: float = hp("stop removing when the compacted model has at most this share of the "
+                       "original parameters", 0.5, low=0, high=1, low_open=True)  # fmt: skip
+    scoring_examples: int = hp("training examples the Taylor criterion is averaged over", 256,
+                               low=1)  # fmt: skip
+
+
+@METHODS.register("taylor-fm")
+class TaylorFeatureMaps(Method):
+    """Molchanov et al. 2017: remove the convolutional feature maps of least first-order Taylor
+    criterion ``|mean(z dL/dz)|`` (normalised per layer), a few at a time with fine-tuning
+    between, until the compacted model is within a parameter budget."""
+
+    Config = TaylorFMConfig
+    paper = (
+        "Molchanov et al. 2017, Pruning convolutional neural networks for resource "
+        "efficient inference"
+    )
+    contract_overrides: ClassVar[dict] = {"prune_every": 1, "scoring_examples": 16}
+
+    def _convs(self, ctx: Context) -> list[str]:
+        return [n for n, m in ctx.pruned_modules() if isinstance(m, (nn.Conv1d, nn.Conv2d))]
+
+    def _maybe_remove(self, ctx: Context) -> None:
+        c = self.config
+        if ctx.step_in_stage % c.prune_every or ctx.state.method_state.get("done"):
+            return
+        from topoprune.prune.masks import apply_masks, current_masks
+        from topoprune.prune.saliency import unit_taylor_scores
+
+        names = self._convs(ctx)
+        if not names:
+            raise TopopruneError("taylor-fm prunes feature maps: the model has no pruned conv")
+        batches = [(x.to(ctx.device), y.to(ctx.device))
+                   for x, y in ctx.scoring_batches(c.scoring_examples)]  # fmt: skip
+        scores = unit_taylor_scores(ctx.model, names, batches, ctx.loss_fn)
+        modules = dict(ctx.pruned_modules())
+        candidates = []
+        for name in names:
+            dead = dead_filters(modules[name])
+            score = scores[name] / max(float(scores[name].norm()), 1e-12)  # per-layer L2
+            alive = (~dead).nonzero().squeeze(1).tolist()
+            if len(alive) > 1:  # a layer keeps at least one map
+                candidates += [(float(score[j]), name, j) for j in alive]
+        masks = current_masks(ctx.model)
+        removed = ctx.state.method_state.setdefault("removed", [])
+        for _, name, j in sorted(candidates)[: c.maps_per_removal]:
+            masks[name][j] = 0
+            removed.append([name, j, ctx.state.step])
+        apply_masks(ctx.model, masks)
+        zero_dead_biases(ctx)
+        report = compaction_report(ctx)
+        share = report.get("params_compact", 0) / max(report.get("params", 1), 1)
+        ctx.state.method_state["share"] = share
+        if share <= c.budget or not candidates:
+            ctx.state.method_state["done"] = True
+
+    def _step(self, ctx: Context) -> None:
+        self._maybe_remove(ctx)
+        zero_dead_biases(ctx)
+
+    def stages(self):
+        c = self.config
+        stages = [c.stage("dense", c.dense_epochs)] if c.dense_epochs else []
+        stages.append(c.stage("taylor", c.epochs, after_step=self._step,
+                              on_end=lambda ctx: ctx.state.method_state.update(
+                                  compaction=compaction_report(ctx))))  # fmt: skip
+        return stages
+
+    def report(self, state) -> dict:
+        m = state.method_state
+        return {"maps_removed": len(m.get("removed", [])), "budget_reached": bool(m.get("done")),
+                **m.get("compaction", {})}  # fmt: skip
