@@ -4,7 +4,11 @@ masked models' outputs."""
 
 from __future__ import annotations
 
+import copy
+
+import pytest
 import torch
+from torch import nn
 
 from topoprune.models import build_model
 from topoprune.prune.methods import METHODS
@@ -70,3 +74,53 @@ def test_taylor_feature_maps_stop_at_the_parameter_budget():
         sum(report["filters"].values()) - sum(report["filters_kept"].values())
         == (report["maps_removed"])
     )  # only conv maps go (the linear layers are no feature maps)
+
+
+def channel_model() -> nn.Sequential:
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Conv2d(1, 6, 3), nn.ReLU(), nn.Conv2d(6, 4, 3), nn.ReLU(),
+                          nn.Flatten(), nn.Linear(4 * 24 * 24, 10))  # fmt: skip
+    with torch.no_grad():
+        model[2].weight[:, [1, 4]] = 0  # two input channels the next layer ignores
+    return model
+
+
+@pytest.mark.parametrize("selection", ["lasso", "weight-norm"])
+def test_channel_lasso_drops_the_channels_the_next_layer_ignores(selection):
+    model = channel_model()
+    x = batches(1)[0][0]
+    with torch.no_grad():
+        before = model(x)
+    config = METHODS["channel-lasso"].Config(sparsity=(1 / 3,), finetune_epochs=0, positions=20,
+                                             scoring_examples=32,
+                                             selection=selection)  # fmt: skip
+    model, summary = prune_model(model, "channel-lasso", config, train=batches())
+    report = summary["report"]
+    assert report["channels_kept"] == {"2": 4}
+    assert model[2].weight_mask[:, [1, 4]].eq(0).all()
+    assert model[2].weight_mask[:, [0, 2, 3, 5]].all()
+    # the first conv's filters 1 and 4 go with them, biases too
+    assert model[0].weight_mask[[1, 4]].eq(0).all() and (model[0].bias[[1, 4]] == 0).all()
+    with torch.no_grad():  # the refit reproduces the original layer
+        torch.testing.assert_close(model(x), before, rtol=1e-4, atol=1e-4)
+    assert report["max_abs_difference"] < 1e-5 and report["params_compact"] < report["params"]
+
+
+def test_channel_lasso_refits_the_kept_weights_by_least_squares():
+    # channel 1 matters but is removed (keep 1 of 2): the refit must beat keeping W as it is
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Conv2d(2, 3, 3), nn.ReLU(),
+                          nn.Flatten(), nn.Linear(3 * 24 * 24, 10))  # fmt: skip
+    x = batches(1)[0][0]
+    with torch.no_grad():
+        target = model[:3](x)
+    errors = {}
+    for reconstruct in (True, False):
+        config = METHODS["channel-lasso"].Config(
+            sparsity=(0.5,), finetune_epochs=0, reconstruct=reconstruct, layers=("2",)
+        )
+        pruned, _ = prune_model(copy.deepcopy(model), "channel-lasso", config,
+                                train=batches())  # fmt: skip
+        with torch.no_grad():
+            errors[reconstruct] = float(((pruned[:3](x) - target) ** 2).mean())
+    assert errors[True] < errors[False]

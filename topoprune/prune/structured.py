@@ -12,10 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 
 from topoprune.errors import TopopruneError
+from topoprune.prune.allocation import per_layer
 from topoprune.prune.method import Context, Method, PruneConfig, TrainConfig, hp
 from topoprune.prune.methods import METHODS
 from topoprune.prune.scoring import ScoreConfig, ScoreMethod
@@ -310,3 +312,155 @@ class TaylorFeatureMaps(Method):
         m = state.method_state
         return {"maps_removed": len(m.get("removed", [])), "budget_reached": bool(m.get("done")),
                 **m.get("compaction", {})}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ChannelLassoConfig(PruneConfig):
+    dense_epochs: int = hp("epochs of dense training before pruning (0: start from --init)", 0,
+                           low=0)  # fmt: skip
+    sparsity: tuple[float, ...] = hp("share of each prunable layer's input channels removed "
+                                     "(one value: every layer)", (0.5,), low=0, high=1,
+                                     high_open=True)  # fmt: skip
+    selection: str = hp("lasso (He et al.'s channel selection on the layer's output) or "
+                        "weight-norm (largest ||W_i||_F: the matrix-approximation baseline)",
+                        "lasso", choices=("lasso", "weight-norm"))  # fmt: skip
+    reconstruct: bool = hp("refit the kept channels' weights by least squares to the original "
+                           "outputs", True)  # fmt: skip
+    scoring_examples: int = hp("training examples whose input volumes are sampled", 128, low=1)
+    positions: int = hp("positions sampled per example (the paper: 10)", 10, low=1)
+    finetune_epochs: int = hp("epochs of fine-tuning after pruning", 1, low=0)
+    finetune_lr_factor: float = hp("fine-tuning learning rate = lr x this", 0.1, low=0,
+                                   low_open=True)  # fmt: skip
+
+
+def select_channels_lasso(blocks: list[np.ndarray], target: np.ndarray, keep: int) -> list[int]:
+    """He et al. 2017, eq. 1: the ``keep`` channels whose contributions ``blocks[i]`` (each
+    ``(N, n)``, from unit-norm filters) best reproduce ``target`` under an l1 penalty on their
+    coefficients beta: the first of a decreasing path of penalties that selects at least
+    ``keep`` channels, its ``keep`` largest |beta|."""
+    from topoprune.prune.regression import lasso_path
+
+    design = np.stack([b.reshape(-1) for b in blocks], axis=1)
+    y = target.reshape(-1)
+    top = np.abs(design.T @ y).max() / y.size  # the smallest penalty that selects nothing
+    for alphas in np.array_split(top * np.geomspace(1.0, 1e-6, 60), 6):
+        for beta in lasso_path(design, y, alphas, max_iter=2000, tol=1e-8):
+            if np.count_nonzero(beta) >= keep:
+                return sorted(np.argsort(-np.abs(beta), kind="stable")[:keep].tolist())
+    return sorted(range(keep))
+
+
+@METHODS.register("channel-lasso")
+class ChannelLasso(Method):
+    """Channel pruning by LASSO regression and least-squares reconstruction (He et al. 2017):
+    per convolution, the input channels whose removal the layer's output misses least go, with
+    the producing filters of the previous layer; the kept weights are refit to the original
+    model's outputs."""
+
+    Config = ChannelLassoConfig
+    paper = "He et al. 2017, Channel pruning for accelerating very deep neural networks"
+    contract_overrides: ClassVar[dict] = {"scoring_examples": 16, "positions": 4}
+
+    def _prune(self, ctx: Context) -> None:
+        from topoprune.prune.curvature import layer_inputs
+        from topoprune.prune.masks import apply_masks, current_masks
+        from topoprune.prune.structure import channel_groups
+
+        c = self.config
+        batches = [(x.to(ctx.device), y.to(ctx.device))
+                   for x, y in ctx.scoring_batches(c.scoring_examples)]  # fmt: skip
+        modules = dict(ctx.model.named_modules())
+        masked = dict(ctx.pruned_modules())
+        targets = []
+        for group in channel_groups(ctx.model, batches[0][0]):
+            convs = [(n, f) for n, f in group.consumers if f == 1 and n in masked
+                     and isinstance(modules[n], nn.Conv2d)]  # fmt: skip
+            if group.frozen or len(convs) != 1 or len(group.consumers) != 1:
+                continue
+            targets.append((convs[0][0], group))
+        if not targets:
+            raise TopopruneError("channel-lasso found no convolution whose input channels can go")
+        fractions = dict(zip([t for t, _ in targets],
+                             per_layer(c.sparsity, [t for t, _ in targets], "sparsity").values(),
+                             strict=True))  # fmt: skip
+        original = {n: m.weight_orig.detach().clone() * m.weight_mask for n, m in masked.items()}
+        generator = ctx.generator(1)
+        report = {}
+        for name, group in targets:  # forward order: later layers see earlier prunings
+            conv = modules[name]
+            patches = layer_inputs(ctx.model, [name], batches)[name]
+            rows = torch.randperm(patches.shape[0], generator=generator)[
+                : c.positions * c.scoring_examples
+            ]
+            x = patches[rows].double().cpu().numpy()
+            weight = original[name].double().cpu().numpy()
+            out, channels = weight.shape[:2]
+            flat = weight.reshape(out, -1)
+            y = x @ flat.T  # the original layer's output on these inputs (bias aside)
+            keep = max(1, round((1 - fractions[name]) * channels))
+            per = flat.shape[1] // channels
+            if c.selection == "lasso":
+                blocks = []
+                for i in range(channels):
+                    w_i = flat[:, i * per : (i + 1) * per]
+                    norm = np.linalg.norm(w_i) or 1.0  # ||W_i||_F = 1, as the paper constrains
+                    blocks.append(x[:, i * per : (i + 1) * per] @ (w_i / norm).T)
+                kept = select_channels_lasso(blocks, y, keep)
+            else:
+                norms = np.linalg.norm(weight.reshape(out, channels, -1), axis=(0, 2))
+                kept = sorted(np.argsort(-norms, kind="stable")[:keep].tolist())
+            columns = np.concatenate([np.arange(i * per, (i + 1) * per) for i in kept])
+            new = np.zeros_like(flat)
+            if c.reconstruct:
+                new[:, columns] = np.linalg.lstsq(x[:, columns], y, rcond=None)[0].T
+            else:
+                new[:, columns] = flat[:, columns]
+            dead = torch.ones(channels, dtype=torch.bool)
+            dead[kept] = False
+            masks = current_masks(ctx.model)
+            masks[name][:, dead] = 0
+            for producer in group.producers + group.passthrough:
+                if producer in masks:
+                    masks[producer][dead] = 0
+            with torch.no_grad():
+                conv.weight_orig.copy_(torch.from_numpy(new.reshape(weight.shape)))
+            apply_masks(ctx.model, masks)
+            _hold_norms(ctx.model, group.norms, dead)
+            report[name] = {"channels": channels, "kept": kept}
+        zero_dead_biases(ctx)
+        ctx.state.method_state["channels"] = report
+        ctx.state.method_state["norms"] = {",".join(g.norms): report[n]["kept"]
+                                           for n, g in targets if g.norms}  # fmt: skip
+
+    def _hold(self, ctx: Context) -> None:
+        modules = dict(ctx.model.named_modules())
+        for norms, kept in ctx.state.method_state.get("norms", {}).items():
+            names = norms.split(",")
+            dead = torch.ones(modules[names[0]].num_features, dtype=torch.bool)
+            dead[kept] = False
+            _hold_norms(ctx.model, names, dead)
+        zero_dead_biases(ctx)
+
+    def stages(self):
+        c = self.config
+        stages = [c.stage("dense", c.dense_epochs)] if c.dense_epochs else []
+        stages.append(c.stage("finetune", c.finetune_epochs, lr=c.lr * c.finetune_lr_factor,
+                              on_start=self._prune, after_step=self._hold,
+                              on_end=lambda ctx: ctx.state.method_state.update(
+                                  compaction=compaction_report(ctx))))  # fmt: skip
+        return stages
+
+    def report(self, state) -> dict:
+        channels = state.method_state.get("channels", {})
+        return {"channels_kept": {n: len(r["kept"]) for n, r in channels.items()},
+                **state.method_state.get("compaction", {})}  # fmt: skip
+
+
+def _hold_norms(model: nn.Module, names: list[str], dead: torch.Tensor) -> None:
+    """Zero the BatchNorm scale and shift of removed channels."""
+    modules = dict(model.named_modules())
+    with torch.no_grad():
+        for name in names:
+            if modules[name].affine:
+                modules[name].weight[dead] = 0
+                modules[name].bias[dead] = 0
