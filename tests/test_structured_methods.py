@@ -124,3 +124,41 @@ def test_channel_lasso_refits_the_kept_weights_by_least_squares():
         with torch.no_grad():
             errors[reconstruct] = float(((pruned[:3](x) - target) ** 2).mean())
     assert errors[True] < errors[False]
+
+
+def test_ssl_zeroes_whole_groups_and_removes_them():
+    torch.manual_seed(5)
+    model = build_model("lenet5")
+    with torch.no_grad():
+        model[0].weight[:5] *= 0.01  # five weak filters (norm ~0.006 against ~0.6)
+    config = METHODS["ssl"].Config(epochs=1, finetune_epochs=1, penalty=0.02, lr=0.05,
+                                   groups=("filters", "channels"),
+                                   dense_layers=("7",))  # fmt: skip
+    model, summary = prune_model(model, "ssl", config, train=batches())
+    conv1, conv2 = model[0], model[2]
+    dead1 = conv1.weight_mask.flatten(1).eq(0).all(1)
+    assert dead1.any() and not dead1.all()  # the proximal step zeroed some filters exactly
+    # an input channel conv2 no longer reads takes conv1's filter with it
+    unused = conv2.weight_mask.transpose(0, 1).flatten(1).eq(0).all(1)
+    assert (dead1 | ~unused).all() and (conv1.bias[dead1] == 0).all()
+    report = summary["report"]
+    assert report["params_compact"] < report["params"]
+    assert report["max_abs_difference"] < 1e-5
+
+
+def test_ssl_proximal_step_is_group_soft_thresholding():
+    # w_g <- max(0, 1 - t / ||w_g||) w_g with t = lr * lambda * sqrt(group size)
+    from types import SimpleNamespace
+
+    from topoprune.prune.masks import add_masks
+
+    layer = add_masks(nn.Sequential(nn.Linear(2, 2, bias=False)))[0]
+    with torch.no_grad():
+        layer.weight_orig.copy_(torch.tensor([[3.0, 4.0], [0.03, 0.04]]))  # norms 5 and 0.05
+    config = METHODS["ssl"].Config(groups=("filters",), penalty=1.0)
+    method = METHODS["ssl"](config, ["0"], seed=0)
+    method._proximal(SimpleNamespace(lr=0.1, pruned_modules=lambda: [("0", layer)]))
+    t = 0.1 * 2**0.5
+    expected = torch.tensor([[3.0, 4.0], [0.0, 0.0]]) * (1 - t / 5)  # 0.05 < t: exactly zero
+    assert torch.allclose(layer.weight_orig, expected)
+    assert layer.weight_orig[1].eq(0).all()

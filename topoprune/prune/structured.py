@@ -464,3 +464,108 @@ def _hold_norms(model: nn.Module, names: list[str], dead: torch.Tensor) -> None:
             if modules[name].affine:
                 modules[name].weight[dead] = 0
                 modules[name].bias[dead] = 0
+
+
+SSL_GROUPS = ("filters", "channels", "shapes")
+
+
+@dataclass(frozen=True)
+class SSLConfig(TrainConfig):
+    epochs: int = hp("epochs of training with the group lasso", 10, low=0)
+    penalty: float = hp("lambda of the group lasso (each group weighted by sqrt(its size))",
+                        1e-3, low=0)  # fmt: skip
+    groups: tuple[str, ...] = hp("group kinds: filters (output units), channels (input units), "
+                                 "shapes (a kernel position across filters)",
+                                 ("filters", "channels"))  # fmt: skip
+    finetune_epochs: int = hp("epochs of fine-tuning with the zeroed groups removed", 2, low=0)
+    finetune_lr_factor: float = hp("fine-tuning learning rate = lr x this", 0.1, low=0,
+                                   low_open=True)  # fmt: skip
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        unknown = [g for g in self.groups if g not in SSL_GROUPS]
+        if unknown or not self.groups:
+            raise TopopruneError(f"groups must be among {', '.join(SSL_GROUPS)}, got {unknown}")
+
+
+def _group_views(weight: torch.Tensor, kind: str) -> torch.Tensor:
+    """``weight`` as ``(groups, members)`` for a group kind (a view where possible)."""
+    if kind == "filters":
+        return weight.reshape(weight.shape[0], -1)
+    if kind == "channels":
+        return weight.transpose(0, 1).reshape(weight.shape[1], -1)
+    return weight.reshape(weight.shape[0], -1).transpose(0, 1)  # shapes: (in x k x k, filters)
+
+
+@METHODS.register("ssl")
+class StructuredSparsityLearning(Method):
+    """Structured sparsity learning (Wen et al. 2016): train with a group lasso over filters,
+    channels and/or filter shapes, applied as an exact proximal step after every optimizer step
+    (groups shrink to exactly zero), then remove the zero groups, fine-tune and compact.
+
+    A zero channel (input unit) of a layer also removes the previous layer's filter that feeds
+    it, when that filter feeds nothing else, so that compaction takes both away.
+    """
+
+    Config = SSLConfig
+    paper = "Wen et al. 2016, Learning structured sparsity in deep neural networks"
+    contract_overrides: ClassVar[dict] = {"penalty": 50.0}
+
+    def _proximal(self, ctx: Context) -> None:
+        """``w_g <- max(0, 1 - lr lambda sqrt(|g|) / ||w_g||) w_g`` for every group."""
+        with torch.no_grad():
+            for _, module in ctx.pruned_modules():
+                weight = module.weight_orig
+                for kind in self.config.groups:
+                    if kind == "shapes" and weight.dim() == 2:
+                        continue  # a linear layer's "shape" is a single weight
+                    groups = _group_views(weight * module.weight_mask, kind)
+                    t = ctx.lr * self.config.penalty * groups.shape[1] ** 0.5
+                    norms = groups.norm(dim=1, keepdim=True)
+                    scale = (1 - t / norms.clamp(min=1e-30)).clamp(min=0)
+                    shrunk = (groups * scale).reshape(_group_views(weight, kind).shape)
+                    if kind == "filters":
+                        weight.copy_(shrunk.reshape(weight.shape))
+                    elif kind == "channels":
+                        rest = (weight.shape[0], *tuple(weight.shape[2:]))
+                        weight.copy_(shrunk.reshape(weight.shape[1], *rest).transpose(0, 1))
+                    else:
+                        weight.copy_(shrunk.transpose(0, 1).reshape(weight.shape))
+
+    def _remove_zero_groups(self, ctx: Context) -> None:
+        from topoprune.prune.masks import apply_masks, current_masks
+        from topoprune.prune.structure import channel_groups
+
+        masks = current_masks(ctx.model)
+        modules = dict(ctx.pruned_modules())
+        for name, module in modules.items():
+            masks[name] = masks[name] * (module.weight_orig.detach() != 0)
+        inputs, _ = next(iter(ctx.scoring_batches(2)))
+        removed = {}
+        for group in channel_groups(ctx.model, inputs.to(ctx.device)):
+            consumers = [n for n, f in group.consumers if f == 1 and n in masks]
+            if group.frozen or len(consumers) != 1 or len(group.consumers) != 1:
+                continue
+            unused = masks[consumers[0]].transpose(0, 1).reshape(group.size, -1).eq(0).all(1)
+            for producer in group.producers:
+                if producer in masks and unused.any():
+                    masks[producer][unused] = 0
+            removed[consumers[0]] = int(unused.sum())
+        apply_masks(ctx.model, masks)
+        zero_dead_biases(ctx)
+        ctx.state.method_state["unused_inputs"] = removed
+
+    def stages(self):
+        c = self.config
+        return [
+            c.stage("ssl", c.epochs, after_step=self._proximal),
+            c.stage("remove", 0, on_start=self._remove_zero_groups),
+            c.stage("finetune", c.finetune_epochs, lr=c.lr * c.finetune_lr_factor,
+                    after_step=zero_dead_biases,
+                    on_end=lambda ctx: ctx.state.method_state.update(
+                        compaction=compaction_report(ctx))),
+        ]  # fmt: skip
+
+    def report(self, state) -> dict:
+        return {"input_channels_unused": state.method_state.get("unused_inputs", {}),
+                **state.method_state.get("compaction", {})}  # fmt: skip
