@@ -162,3 +162,20 @@ def test_ssl_proximal_step_is_group_soft_thresholding():
     expected = torch.tensor([[3.0, 4.0], [0.0, 0.0]]) * (1 - t / 5)  # 0.05 < t: exactly zero
     assert torch.allclose(layer.weight_orig, expected)
     assert layer.weight_orig[1].eq(0).all()
+
+
+def test_compact_command_writes_a_smaller_model_torch_loads(tmp_path, capsys):
+    from topoprune.cli import main
+
+    config = METHODS["filter-l1"].Config(dense_epochs=0, retrain_epochs=1, sparsity=(0.5, 0.5, 0.5),
+                                         dense_layers=("7",), lr=0.01)  # fmt: skip
+    model = build_model("lenet5")
+    prune_model(model, "filter-l1", config, train=batches(), out=tmp_path / "run",
+                metadata={"model": "lenet5"})  # fmt: skip
+    out = tmp_path / "small.pt2"
+    assert main(["compact", str(tmp_path / "run" / "checkpoint.pt"), "--out", str(out)]) == 0
+    assert "parameters" in capsys.readouterr().out
+    small = torch.export.load(out).module()
+    x = torch.rand(3, 1, 28, 28)
+    assert small(x).shape == (3, 10)
+    assert sum(p.numel() for p in small.parameters()) < 0.35 * 431080

@@ -887,6 +887,29 @@ def _add_compress_commands(sub: argparse._SubParsersAction) -> None:
     decompress.add_argument("file", help="a file written by topoprune compress")
     decompress.add_argument("--out", required=True, metavar="FILE", help="the .pt to write")
     decompress.set_defaults(func=_decompress)
+    compact = sub.add_parser(
+        "compact",
+        help="remove a structured run's zeroed channels: a smaller dense model (torch.export)",
+        description="Rebuild the zoo model of a topoprune prune checkpoint, remove its channels "
+        "and units whose filters, biases and BatchNorm terms are exactly zero (with the next "
+        "layers' matching inputs), check the outputs are unchanged, and write the smaller model "
+        "with torch.export (torch.export.load(FILE).module() runs it without topoprune).",
+    )
+    compact.add_argument("checkpoint", help="a checkpoint.pt written by topoprune prune")
+    compact.add_argument("--out", required=True, metavar="FILE", help="the .pt2 to write")
+    compact.set_defaults(func=_compact)
+
+
+def _compact(args: argparse.Namespace) -> int:
+    from topoprune.train.compaction import compact_checkpoint
+
+    result = compact_checkpoint(args.checkpoint, args.out)
+    print(
+        f"{result['model']}: {result['params']:,} -> {result['params_compact']:,} parameters "
+        f"({result['params'] / max(result['params_compact'], 1):.2f}x), largest output "
+        f"difference {result['max_abs_difference']:.2e}; wrote {result['out']}"
+    )
+    return 0
 
 
 def _layer_bits(values: Sequence[str]) -> dict[str, int]:

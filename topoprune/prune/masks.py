@@ -204,3 +204,28 @@ def zero_pruned(pairs: list[tuple[torch.Tensor, torch.Tensor]], *, grads: bool) 
 def masks_version(model: nn.Module) -> int:
     """A number that changes whenever any mask is modified in place (cheap change detection)."""
     return sum(m.weight_mask._version for _, m in masked_modules(model))
+
+
+def strip_masks(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` without masking machinery: each masked layer's ``weight`` is its
+    ``weight_orig * weight_mask`` as a plain parameter (what the masked model computes with)."""
+    import copy
+
+    masked = [m for _, m in masked_modules(model)]
+    # the masked weight a forward hook computes is no graph leaf: set it aside to copy
+    computed = [m.__dict__.pop("weight", None) for m in masked]
+    try:
+        plain = copy.deepcopy(model)
+    finally:
+        for module, weight in zip(masked, computed, strict=True):
+            if weight is not None:
+                module.__dict__["weight"] = weight
+    with torch.no_grad():
+        for _, module in masked_modules(plain):
+            weight = module.weight_orig.detach() * module.weight_mask
+            del module._parameters["weight_orig"]
+            del module._buffers["weight_mask"]
+            module._forward_pre_hooks.clear()
+            module.__dict__.pop("weight", None)
+            module.weight = nn.Parameter(weight)
+    return plain

@@ -46,9 +46,7 @@ def zero_dead_biases(ctx: Context) -> None:
 def compaction_report(ctx: Context) -> dict:
     """Filters kept per pruned layer, and the compacted model's size and agreement with the
     masked model on a scoring batch (``max_abs_difference``)."""
-    import copy
-
-    from topoprune.prune.masks import enforce_masks
+    from topoprune.prune.masks import strip_masks
     from topoprune.prune.structure import compact
 
     kept = {name: int((~dead_filters(m)).sum()) for name, m in ctx.pruned_modules()}
@@ -59,24 +57,8 @@ def compaction_report(ctx: Context) -> dict:
         return report
     inputs, _ = next(iter(ctx.scoring_batches(8)))
     inputs = inputs.to(ctx.device)
-    # the masked weight a forward hook computes is no graph leaf: set it aside to copy the model
-    masked = [m for _, m in ctx.pruned_modules()]
-    computed = [m.__dict__.pop("weight", None) for m in masked]
-    try:
-        plain = copy.deepcopy(ctx.model).eval()
-    finally:
-        for module, weight in zip(masked, computed, strict=True):
-            if weight is not None:
-                module.__dict__["weight"] = weight
-    enforce_masks(plain)
+    plain = strip_masks(ctx.model).eval()
     with torch.no_grad():
-        for _, module in list(plain.named_modules()):
-            if hasattr(module, "weight_mask"):
-                weight = module.weight_orig.detach() * module.weight_mask
-                del module._parameters["weight_orig"]
-                del module._buffers["weight_mask"]
-                module._forward_pre_hooks.clear()
-                module.weight = nn.Parameter(weight)
         expected = plain(inputs)
         try:
             small = compact(plain, inputs)
