@@ -121,3 +121,61 @@ def test_bad_plans_are_errors():
         remove_channels(model, x, {0: [300]})
     with pytest.raises(TopopruneError, match="at least one channel"):
         remove_channels(model, x, {0: []})
+
+
+class AddsInput(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 3, padding=1)
+        self.head = nn.Linear(64, 2)
+
+    def forward(self, x):
+        return self.head(torch.flatten(self.conv(x) + x, 1))
+
+
+class CalledTwice(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(1, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1)
+
+    def forward(self, x):
+        return self.b(self.b(self.a(x))).sum()
+
+
+class Offset(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(1, 4, 3), nn.Conv2d(4, 2, 3)
+
+    def forward(self, x):
+        return self.b(torch.sigmoid(self.a(x)) + 1).sum()
+
+
+def test_what_the_trace_cannot_follow_is_frozen():
+    x = torch.rand(2, 1, 8, 8)
+    assert all(g.frozen for g in channel_groups(AddsInput(), x))  # conv(x) + x: x untracked
+    assert all(g.frozen for g in channel_groups(CalledTwice(), x))  # b's widths are shared
+    assert all(g.frozen for g in channel_groups(Offset(), x))  # sigmoid and + 1 move zeros
+
+
+def test_tracing_leaves_batchnorm_statistics_alone():
+    model = ResidualDepthwise().train()
+    before = model.bn.running_mean.clone(), int(model.bn.num_batches_tracked)
+    channel_groups(model, torch.rand(4, 1, 8, 8))
+    assert torch.equal(model.bn.running_mean, before[0])
+    assert int(model.bn.num_batches_tracked) == before[1] and model.training
+
+
+def test_a_batchnorm_with_running_statistics_keeps_a_zero_channel_alive():
+    model = ResidualDepthwise().double().eval()
+    x = torch.rand(2, 1, 8, 8, dtype=torch.float64)
+    for conv in (model.stem, model.depthwise, model.pointwise):
+        zero_out(conv, [2])
+    with torch.no_grad():
+        model.bn.bias[2] = 0
+        model.bn.running_mean[2] = 0.5  # eval: beta - gamma mean / sqrt(var) is not zero
+    assert zero_channels(model, x) == {}
+    with torch.no_grad():
+        model.bn.weight[2] = 0
+    assert zero_channels(model, x) == {0: [0, 1, 3, 4, 5, 6, 7]}
+    torch.testing.assert_close(compact(model, x)(x), model(x), rtol=1e-12, atol=1e-12)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -179,3 +180,23 @@ def test_compact_command_writes_a_smaller_model_torch_loads(tmp_path, capsys):
     x = torch.rand(3, 1, 28, 28)
     assert small(x).shape == (3, 10)
     assert sum(p.numel() for p in small.parameters()) < 0.35 * 431080
+
+
+def test_taylor_fm_on_a_batchnorm_model_reaches_its_budget_exactly():
+    torch.manual_seed(0)
+    config = METHODS["taylor-fm"].Config(dense_epochs=0, epochs=2, prune_every=1,
+                                         maps_per_removal=2, budget=0.8, scoring_examples=16,
+                                         lr=0.01)  # fmt: skip
+    _, summary = prune_model(build_model("lenet5_bn"), "taylor-fm", config, train=batches(6))
+    report = summary["report"]
+    assert report["budget_reached"] and report["params_compact"] <= 0.8 * report["params"]
+    assert report["max_abs_difference"] < 1e-5
+
+
+def test_channel_selection_falls_back_to_the_largest_coefficients():
+    from topoprune.prune.structured import select_channels_lasso
+
+    rng = np.random.default_rng(0)
+    target = rng.normal(size=(50, 3))
+    blocks = [np.zeros((50, 3))] * 3 + [target * w for w in (1.0, 0.5, 0.2)]
+    assert select_channels_lasso(blocks, target, 4)[1:] == [3, 4, 5]

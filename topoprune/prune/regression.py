@@ -51,6 +51,8 @@ def ridge(X: np.ndarray, y: np.ndarray, alpha: float) -> np.ndarray:
     X, y = _check(X, y)
     if alpha < 0:
         raise TopopruneError(f"ridge alpha must be >= 0, got {alpha}")
+    if alpha == 0:
+        return least_squares(X, y)  # X^T X may be singular (p > n): the minimum-norm solution
     return np.linalg.solve(X.T @ X + alpha * np.eye(X.shape[1]), X.T @ y)
 
 

@@ -31,15 +31,17 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 from topoprune.errors import TopopruneError
 
-CHANNELWISE_MODULES = (nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.LeakyReLU,
+# channel-wise operations that map a zero channel to zero (a sigmoid would make it 0.5)
+CHANNELWISE_MODULES = (nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Tanh, nn.LeakyReLU,
                        nn.ELU, nn.Hardswish, nn.Dropout, nn.Dropout2d, nn.Identity, nn.MaxPool1d,
                        nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d,
                        nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)  # fmt: skip
-CHANNELWISE_FUNCTIONS = {torch.relu, torch.sigmoid, torch.tanh, nn.functional.relu,
+CHANNELWISE_FUNCTIONS = {torch.relu, torch.tanh, nn.functional.relu,
                          nn.functional.gelu, nn.functional.silu, nn.functional.dropout,
                          nn.functional.max_pool2d, nn.functional.avg_pool2d,
                          nn.functional.adaptive_avg_pool2d}  # fmt: skip
-MERGING_FUNCTIONS = {operator.add, torch.add, operator.sub, torch.sub, operator.mul, torch.mul}
+ADDING_FUNCTIONS = {operator.add, torch.add, operator.sub, torch.sub, operator.iadd}
+MERGING_FUNCTIONS = ADDING_FUNCTIONS | {operator.mul, torch.mul, operator.imul}
 FLATTENING_FUNCTIONS = {torch.flatten}
 
 
@@ -99,7 +101,11 @@ def _trace(model: nn.Module, example: torch.Tensor) -> torch.fx.GraphModule:
             f"{type(model).__name__} cannot be traced by torch.fx ({type(exc).__name__}): "
             "channel dependencies need a traceable model"
         ) from None
-    ShapeProp(traced).propagate(example)
+    from topoprune.prune.curvature import evaluating
+
+    # eval mode and no gradients: tracing must not move BatchNorm statistics or draw dropout
+    with evaluating(model), torch.no_grad():
+        ShapeProp(traced).propagate(example)
     return traced
 
 
@@ -117,20 +123,51 @@ def channel_groups(model: nn.Module, example: torch.Tensor) -> list[ChannelGroup
         for space, _ in incoming(node):
             spaces.freeze(space, why)
 
+    calls: dict[str, int] = {}
+    for node in traced.graph.nodes:
+        if node.op == "call_module":
+            calls[node.target] = calls.get(node.target, 0) + 1
+    batch = next((n.meta["tensor_meta"].shape[0] for n in traced.graph.nodes
+                  if n.op == "placeholder" and "tensor_meta" in n.meta), None)  # fmt: skip
+
+    def ndim(node: torch.fx.Node) -> int:
+        meta = node.meta.get("tensor_meta")
+        return len(meta.shape) if meta is not None and hasattr(meta, "shape") else -1
+
     for node in traced.graph.nodes:
         if node.op == "call_module":
             module = modules[node.target]
             inputs = incoming(node)
+            if calls[node.target] > 1:  # one module at two places: its widths are shared
+                freeze_inputs(node, f"{node.target} is called more than once")
+                if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Linear)):
+                    space = spaces.new(getattr(module, "out_channels", None)
+                                       or module.out_features)  # fmt: skip
+                    spaces.groups[space].producers.append(node.target)
+                    spaces.freeze(space, f"{node.target} is called more than once")
+                    space_of[node.name] = (space, 1)
+                continue
+            if isinstance(module, nn.Linear) and ndim(node) != 2:
+                # a linear layer on (N, ..., F) acts on the last axis, not the channel axis
+                freeze_inputs(node, f"{node.target}: a linear layer on a {ndim(node)}-D tensor")
+                space = spaces.new(module.out_features)
+                spaces.groups[space].producers.append(node.target)
+                spaces.freeze(space, f"{node.target}: its outputs are not on the channel axis")
+                space_of[node.name] = (space, 1)
+                continue
             if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Linear)):
                 space_of[node.name] = _weight_module(node.target, module, inputs, spaces)
             elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)) and incoming(node):
                 space, factor = incoming(node)[0]
+                if factor != 1:  # a BatchNorm over flattened features, not channels
+                    freeze_inputs(node, f"{node.target}: a BatchNorm over flattened features")
+                    continue
                 spaces.groups[spaces.find(space)].norms.append(node.target)
                 space_of[node.name] = (space, factor)
             elif isinstance(module, CHANNELWISE_MODULES) and incoming(node):
                 space_of[node.name] = incoming(node)[0]
             elif isinstance(module, nn.Flatten) and incoming(node):
-                _flatten(node, incoming(node)[0], space_of, spaces)
+                _flatten(node, incoming(node)[0], space_of, spaces, batch)
             else:
                 freeze_inputs(node, f"{node.target}: {type(module).__name__} is not understood")
         elif node.op == "call_function":
@@ -138,6 +175,12 @@ def channel_groups(model: nn.Module, example: torch.Tensor) -> list[ChannelGroup
             if node.target in CHANNELWISE_FUNCTIONS and inputs:
                 space_of[node.name] = inputs[0]
             elif node.target in MERGING_FUNCTIONS and inputs:
+                tensors = [a for a in node.args if isinstance(a, torch.fx.Node)]
+                constants = [a for a in node.args if not isinstance(a, torch.fx.Node)]
+                if len(inputs) != len(tensors) or (node.target in ADDING_FUNCTIONS and constants):
+                    # a tensor we do not follow, or a constant added (zero would not stay zero)
+                    freeze_inputs(node, "an operation with an untracked tensor or a constant")
+                    continue
                 space = inputs[0][0]
                 for other, _ in inputs[1:]:
                     space = spaces.union(space, other)
@@ -145,15 +188,15 @@ def channel_groups(model: nn.Module, example: torch.Tensor) -> list[ChannelGroup
                     spaces.freeze(space, "an addition of tensors of different layouts")
                 space_of[node.name] = (space, inputs[0][1])
             elif node.target in FLATTENING_FUNCTIONS and inputs:
-                _flatten(node, inputs[0], space_of, spaces)
+                _flatten(node, inputs[0], space_of, spaces, batch)
             else:
                 freeze_inputs(node, f"{getattr(node.target, '__name__', node.target)} is not "
                                     "understood (e.g. a concatenation)")  # fmt: skip
         elif node.op == "call_method":
             inputs = incoming(node)
             if node.target in ("flatten", "view", "reshape") and inputs:
-                _flatten(node, inputs[0], space_of, spaces)
-            elif node.target in ("relu", "sigmoid", "tanh", "contiguous") and inputs:
+                _flatten(node, inputs[0], space_of, spaces, batch)
+            elif node.target in ("relu", "tanh", "contiguous") and inputs:
                 space_of[node.name] = inputs[0]
             else:
                 freeze_inputs(node, f".{node.target}() is not understood")
@@ -184,13 +227,20 @@ def _weight_module(name: str, module: nn.Module, inputs: list, spaces: _Spaces) 
     return space, 1
 
 
-def _flatten(node, source: tuple[int, int], space_of: dict, spaces: _Spaces) -> None:
+def _flatten(
+    node, source: tuple[int, int], space_of: dict, spaces: _Spaces, batch: int | None = None
+) -> None:
     """A flatten (or view) to (batch, features): each channel becomes ``features / C`` features."""
     space, factor = source
     meta = node.meta.get("tensor_meta")
     group = spaces.groups[spaces.find(space)]
     shape = tuple(meta.shape) if meta is not None else ()
-    if factor != 1 or len(shape) != 2 or shape[1] % group.size:
+    if (
+        factor != 1
+        or len(shape) != 2
+        or shape[1] % group.size
+        or (batch is not None and shape[0] != batch)
+    ):
         spaces.freeze(space, "a reshape that is not a flatten to (batch, features)")
         return
     space_of[node.name] = (space, shape[1] // group.size)
@@ -262,21 +312,32 @@ def zero_channels(model: nn.Module, example: torch.Tensor) -> dict[int, list[int
         for index, group in enumerate(groups):
             if group.frozen:
                 continue
-            alive = torch.zeros(group.size, dtype=torch.bool)
+            device = modules[group.producers[0]].weight.device
+            alive = torch.zeros(group.size, dtype=torch.bool, device=device)
             for name in group.producers + group.passthrough:
                 module = modules[name]
                 alive |= module.weight.reshape(group.size, -1).ne(0).any(dim=1)
                 if module.bias is not None:
                     alive |= module.bias.ne(0)
             for name in group.norms:
-                module = modules[name]
-                if module.affine:
-                    alive |= module.bias.ne(0)  # beta: what BN makes of a zero channel
-                else:
-                    alive |= module.running_mean.ne(0)
+                alive |= _normalised_zero(modules[name]).ne(0)
             if not alive.all() and alive.any():
                 keep[index] = alive.nonzero().squeeze(1).tolist()
     return keep
+
+
+def _normalised_zero(norm: nn.Module) -> torch.Tensor:
+    """What a BatchNorm makes of an all-zero channel, in either mode: beta in training (batch
+    statistics of a zero channel are zero), ``beta - gamma mean / sqrt(var + eps)`` in eval.
+    Nonzero in either: the channel still matters."""
+    size = norm.num_features
+    gamma = norm.weight if norm.affine else torch.ones(size)
+    beta = norm.bias if norm.affine else torch.zeros(size)
+    out = beta.abs()
+    if norm.track_running_stats and norm.running_mean is not None:
+        scale = gamma / torch.sqrt(norm.running_var + norm.eps)
+        out = out + (beta - scale * norm.running_mean).abs()
+    return out
 
 
 def compact(model: nn.Module, example: torch.Tensor) -> nn.Module:
@@ -285,8 +346,11 @@ def compact(model: nn.Module, example: torch.Tensor) -> nn.Module:
 
 
 def save_compact(model: nn.Module, example: torch.Tensor, path: str | Path) -> Path:
-    """Write ``model`` with ``torch.export`` (batch size free): ``torch.export.load(path)
-    .module()`` runs it with torch alone, its widths recorded in the program."""
+    """Write ``model`` (put in eval mode) with ``torch.export``, the batch size free (give an
+    ``example`` of at least 2 examples): ``torch.export.load(path).module()`` runs it with
+    torch alone, its widths recorded in the program."""
+    if example.shape[0] < 2:
+        raise TopopruneError("save_compact needs an example batch of at least 2 inputs")
     batch = torch.export.Dim("batch", min=1)
     program = torch.export.export(model.eval(), (example,), dynamic_shapes=({0: batch},))
     path = Path(path)

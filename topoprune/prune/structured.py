@@ -43,6 +43,42 @@ def zero_dead_biases(ctx: Context) -> None:
                             value[dead] = 0
 
 
+def _channel_groups_with_norms(ctx: Context) -> list[dict]:
+    """``[{"producers": [...], "norms": [...]}]`` of the channel groups that have a BatchNorm
+    (traced once per run, kept in the method state: plain data that survives a resume)."""
+    cached = ctx.state.method_state.get("norm_groups")
+    if cached is not None:
+        return cached
+    groups = []
+    if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in ctx.model.modules()):
+        from topoprune.prune.structure import channel_groups
+
+        inputs, _ = next(iter(ctx.scoring_batches(2)))
+        groups = [{"producers": g.producers + g.passthrough, "norms": g.norms}
+                  for g in channel_groups(ctx.model, inputs.to(ctx.device))
+                  if g.norms and not g.frozen]  # fmt: skip
+    ctx.state.method_state["norm_groups"] = groups
+    return groups
+
+
+def zero_dead_channels(ctx: Context) -> None:
+    """:func:`zero_dead_biases`, and the BatchNorm scale and shift of channels whose every
+    producing filter is masked, so that such a channel outputs exactly zero."""
+    zero_dead_biases(ctx)
+    if ctx.draw_batches is None:
+        return
+    modules = dict(ctx.model.named_modules())
+    for group in _channel_groups_with_norms(ctx):
+        producers = [modules[n] for n in group["producers"] if hasattr(modules[n], "weight_mask")]
+        if len(producers) != len(group["producers"]):
+            continue  # a producer that is not pruned keeps the channel alive
+        dead = dead_filters(producers[0])
+        for module in producers[1:]:
+            dead = dead & dead_filters(module)
+        if dead.any():
+            _hold_norms(ctx.model, group["norms"], dead)
+
+
 def compaction_report(ctx: Context) -> dict:
     """Filters kept per pruned layer, and the compacted model's size and agreement with the
     masked model on a scoring batch (``max_abs_difference``)."""
@@ -75,7 +111,7 @@ def _then_zero_biases(hook):
     def after_step(ctx: Context) -> None:
         if hook is not None:
             hook(ctx)
-        zero_dead_biases(ctx)
+        zero_dead_channels(ctx)
 
     return after_step
 
@@ -102,7 +138,7 @@ class FilterL1(ScoreMethod):
 
     def prune_to(self, ctx: Context, schedule) -> None:
         super().prune_to(ctx, schedule)
-        zero_dead_biases(ctx)
+        zero_dead_channels(ctx)
 
     def stages(self):
         stages = super().stages()
@@ -271,16 +307,18 @@ class TaylorFeatureMaps(Method):
             masks[name][j] = 0
             removed.append([name, j, ctx.state.step])
         apply_masks(ctx.model, masks)
-        zero_dead_biases(ctx)
+        zero_dead_channels(ctx)
         report = compaction_report(ctx)
-        share = report.get("params_compact", 0) / max(report.get("params", 1), 1)
+        if "compact_error" in report:
+            raise TopopruneError(f"taylor-fm cannot measure its budget: {report['compact_error']}")
+        share = report["params_compact"] / max(report["params"], 1)
         ctx.state.method_state["share"] = share
         if share <= c.budget or not candidates:
             ctx.state.method_state["done"] = True
 
     def _step(self, ctx: Context) -> None:
         self._maybe_remove(ctx)
-        zero_dead_biases(ctx)
+        zero_dead_channels(ctx)
 
     def stages(self):
         c = self.config
@@ -325,11 +363,18 @@ def select_channels_lasso(blocks: list[np.ndarray], target: np.ndarray, keep: in
     design = np.stack([b.reshape(-1) for b in blocks], axis=1)
     y = target.reshape(-1)
     top = np.abs(design.T @ y).max() / y.size  # the smallest penalty that selects nothing
+    beta = np.zeros(design.shape[1])
     for alphas in np.array_split(top * np.geomspace(1.0, 1e-6, 60), 6):
         for beta in lasso_path(design, y, alphas, max_iter=2000, tol=1e-8):
             if np.count_nonzero(beta) >= keep:
-                return sorted(np.argsort(-np.abs(beta), kind="stable")[:keep].tolist())
-    return sorted(range(keep))
+                break
+        if np.count_nonzero(beta) >= keep:
+            break
+    # the keep largest |beta|; among equal ones (e.g. never selected, as collinear channels
+    # can be) the larger contribution first
+    sizes = np.linalg.norm(design, axis=0)
+    order = np.lexsort((-sizes, -np.abs(beta)))
+    return sorted(order[:keep].tolist())
 
 
 @METHODS.register("channel-lasso")
@@ -366,6 +411,9 @@ class ChannelLasso(Method):
                              per_layer(c.sparsity, [t for t, _ in targets], "sparsity").values(),
                              strict=True))  # fmt: skip
         original = {n: m.weight_orig.detach().clone() * m.weight_mask for n, m in masked.items()}
+        from topoprune.prune.masks import strip_masks
+
+        unpruned = strip_masks(ctx.model)  # Y comes from here: later layers make up for earlier
         generator = ctx.generator(1)
         report = {}
         for name, group in targets:  # forward order: later layers see earlier prunings
@@ -378,7 +426,9 @@ class ChannelLasso(Method):
             weight = original[name].double().cpu().numpy()
             out, channels = weight.shape[:2]
             flat = weight.reshape(out, -1)
-            y = x @ flat.T  # the original layer's output on these inputs (bias aside)
+            # the original model's output of this layer on the same examples and positions
+            x_original = layer_inputs(unpruned, [name], batches)[name][rows]
+            y = x_original.double().cpu().numpy() @ flat.T
             keep = max(1, round((1 - fractions[name]) * channels))
             per = flat.shape[1] // channels
             if c.selection == "lasso":
@@ -534,7 +584,7 @@ class StructuredSparsityLearning(Method):
                     masks[producer][unused] = 0
             removed[consumers[0]] = int(unused.sum())
         apply_masks(ctx.model, masks)
-        zero_dead_biases(ctx)
+        zero_dead_channels(ctx)
         ctx.state.method_state["unused_inputs"] = removed
 
     def stages(self):
@@ -543,7 +593,7 @@ class StructuredSparsityLearning(Method):
             c.stage("ssl", c.epochs, after_step=self._proximal),
             c.stage("remove", 0, on_start=self._remove_zero_groups),
             c.stage("finetune", c.finetune_epochs, lr=c.lr * c.finetune_lr_factor,
-                    after_step=zero_dead_biases,
+                    after_step=zero_dead_channels,
                     on_end=lambda ctx: ctx.state.method_state.update(
                         compaction=compaction_report(ctx))),
         ]  # fmt: skip
