@@ -179,3 +179,28 @@ def test_a_batchnorm_with_running_statistics_keeps_a_zero_channel_alive():
         model.bn.weight[2] = 0
     assert zero_channels(model, x) == {0: [0, 1, 3, 4, 5, 6, 7]}
     torch.testing.assert_close(compact(model, x)(x), model(x), rtol=1e-12, atol=1e-12)
+
+
+class HandWritten(nn.Module):
+    """The usual hand-written CNN: x.view(x.size(0), -1) before the classifier."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 6, 5)
+        self.fc = nn.Linear(6 * 12 * 12, 10)
+
+    def forward(self, x):
+        x = nn.functional.max_pool2d(torch.relu(self.conv(x)), 2)
+        return self.fc(x.view(x.size(0), -1))
+
+
+def test_a_view_by_the_batch_size_is_a_flatten():
+    torch.manual_seed(6)
+    model = HandWritten().double().eval()
+    x = torch.rand(3, 1, 28, 28, dtype=torch.float64)
+    (group, _) = channel_groups(model, x)
+    assert not group.frozen and group.consumers == [("fc", 144)]
+    zero_out(model.conv, [0, 5])
+    small = compact(model, x)
+    assert small.conv.out_channels == 4 and small.fc.in_features == 4 * 144
+    torch.testing.assert_close(small(x), model(x), rtol=1e-12, atol=1e-12)

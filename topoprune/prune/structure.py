@@ -189,6 +189,8 @@ def channel_groups(model: nn.Module, example: torch.Tensor) -> list[ChannelGroup
                 space_of[node.name] = (space, inputs[0][1])
             elif node.target in FLATTENING_FUNCTIONS and inputs:
                 _flatten(node, inputs[0], space_of, spaces, batch)
+            elif node.target is getattr and ndim(node) == -1:
+                pass  # x.shape: reads the layout, computes nothing from the channels
             else:
                 freeze_inputs(node, f"{getattr(node.target, '__name__', node.target)} is not "
                                     "understood (e.g. a concatenation)")  # fmt: skip
@@ -198,6 +200,8 @@ def channel_groups(model: nn.Module, example: torch.Tensor) -> list[ChannelGroup
                 _flatten(node, inputs[0], space_of, spaces, batch)
             elif node.target in ("relu", "tanh", "contiguous") and inputs:
                 space_of[node.name] = inputs[0]
+            elif node.target in ("size", "dim") and ndim(node) == -1:
+                pass  # x.size(0): a number, nothing computed from the channels
             else:
                 freeze_inputs(node, f".{node.target}() is not understood")
         elif node.op == "output":
