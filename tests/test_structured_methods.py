@@ -200,3 +200,29 @@ def test_channel_selection_falls_back_to_the_largest_coefficients():
     target = rng.normal(size=(50, 3))
     blocks = [np.zeros((50, 3))] * 3 + [target * w for w in (1.0, 0.5, 0.2)]
     assert select_channels_lasso(blocks, target, 4)[1:] == [3, 4, 5]
+
+
+def test_layer_fold_merges_layers_around_identity_activations_exactly():
+    torch.manual_seed(0)
+    config = METHODS["layer-fold"].Config(epochs=1, penalty=20.0, tolerance=0.2, momentum=0.0,
+                                          finetune_epochs=1, lr=0.01)  # fmt: skip
+    model, summary = prune_model(build_model("lenet300_prelu"), "layer-fold", config,
+                                 train=batches())  # fmt: skip
+    report = summary["report"]
+    assert report["folded"] == ["2", "4"] and report["activations_folded"] == 2
+    assert (report["weight_layers"], report["weight_layers_folded"]) == (3, 1)  # 784 -> 10
+    assert report["params_folded"] == 784 * 10 + 10
+    assert report["max_abs_difference"] < 1e-4
+    assert (model[2].weight == 1).all()
+
+
+def test_conv_folding_is_exact():
+    from topoprune.prune.folding import fold
+
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Identity(), nn.Conv2d(4, 3, 3), nn.PReLU(),
+                          nn.Conv2d(3, 2, 1, padding=1)).double()  # fmt: skip
+    merged, count = fold(model)
+    assert count == 1 and merged[0].kernel_size == (5, 5)  # the padded conv does not fold
+    x = torch.rand(2, 1, 12, 12, dtype=torch.float64)
+    torch.testing.assert_close(merged(x), model(x), rtol=1e-10, atol=1e-10)

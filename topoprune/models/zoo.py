@@ -10,6 +10,8 @@
 - ``cnn_cifar``: 32C3-32C3-MP2-64C3-64C3-MP2-512FC-10 laid out as the classic Keras CIFAR-10
   network: the first convolution of each pair is padded ("same"), the second is not, so the
   classifier sees 64 x 6 x 6 features (Lu & Kwok 2018 do not state the padding).
+- ``lenet300_prelu``: LeNet-300-100 with a (single-slope) PReLU after each hidden layer, for
+  layer folding.
 - ``lenet5_bn``, ``cnn_mnist_bn``: the same with a BatchNorm (and a ReLU) after every
   convolution, the models of network slimming (Liu et al. 2017) on MNIST-sized data.
 """
@@ -105,6 +107,16 @@ def cnn_mnist(num_classes: int = 10) -> nn.Sequential:
         nn.Flatten(),
         nn.Linear(32 * 4 * 4, 256), nn.ReLU(),
         nn.Linear(256, num_classes),
+    )  # fmt: skip
+
+
+@_register("lenet300_prelu", (1, 28, 28), "784-300-100-10 MLP with PReLU (for layer folding)")
+def lenet300_prelu(num_classes: int = 10) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(784, 300), nn.PReLU(),
+        nn.Linear(300, 100), nn.PReLU(),
+        nn.Linear(100, num_classes),
     )  # fmt: skip
 
 

@@ -601,3 +601,83 @@ class StructuredSparsityLearning(Method):
     def report(self, state) -> dict:
         return {"input_channels_unused": state.method_state.get("unused_inputs", {}),
                 **state.method_state.get("compaction", {})}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class LayerFoldConfig(TrainConfig):
+    epochs: int = hp("epochs of training with the penalty pulling PReLU slopes to 1", 10, low=0)
+    penalty: float = hp("lambda of the penalty sum (1 - slope)^2 over every PReLU", 1e-2, low=0)
+    tolerance: float = hp("a PReLU whose slopes are all within this of 1 becomes the identity",
+                          0.05, low=0)  # fmt: skip
+    finetune_epochs: int = hp("epochs of fine-tuning with the folded activations at 1", 2, low=0)
+    finetune_lr_factor: float = hp("fine-tuning learning rate = lr x this", 0.1, low=0,
+                                   low_open=True)  # fmt: skip
+
+
+@METHODS.register("layer-fold")
+class LayerFold(Method):
+    """Layer folding (the seed lecture's layer collapse): a penalty drives each PReLU's slopes
+    towards 1; activations within ``--tolerance`` become exactly the identity (held there while
+    fine-tuning), and the layers around them merge into one (:func:`topoprune.prune.folding.fold`:
+    exact for linear layers and stride-1 unpadded convolutions). No weight is pruned."""
+
+    Config = LayerFoldConfig
+    paper = "layer folding through PReLU slopes (seed lecture: layer collapse)"
+
+    @staticmethod
+    def _prelus(model: nn.Module) -> list[tuple[str, nn.PReLU]]:
+        return [(n, m) for n, m in model.named_modules() if isinstance(m, nn.PReLU)]
+
+    def _penalty(self, ctx: Context) -> torch.Tensor:
+        terms = [((m.weight - 1) ** 2).sum() for _, m in self._prelus(ctx.model)]
+        return self.config.penalty * sum(terms) if terms else torch.zeros((), device=ctx.device)
+
+    def _snap(self, ctx: Context) -> None:
+        folded = []
+        with torch.no_grad():
+            for name, module in self._prelus(ctx.model):
+                if (module.weight - 1).abs().max() <= self.config.tolerance:
+                    module.weight.fill_(1.0)
+                    folded.append(name)
+        ctx.state.method_state["folded"] = folded
+
+    def _hold(self, ctx: Context) -> None:
+        modules = dict(ctx.model.named_modules())
+        with torch.no_grad():
+            for name in ctx.state.method_state.get("folded", []):
+                modules[name].weight.fill_(1.0)
+
+    def _report(self, ctx: Context) -> None:
+        from topoprune.prune.folding import fold
+        from topoprune.prune.masks import strip_masks
+
+        report: dict = {"folded": list(ctx.state.method_state.get("folded", []))}
+        plain = strip_masks(ctx.model).eval()
+        if isinstance(plain, nn.Sequential) and ctx.draw_batches is not None:
+            inputs, _ = next(iter(ctx.scoring_batches(8)))
+            inputs = inputs.to(ctx.device)
+            merged, count = fold(plain)
+            with torch.no_grad():
+                difference = float((merged(inputs) - plain(inputs)).abs().max())
+            report.update({
+                "weight_layers": sum(isinstance(m, (nn.Linear, nn.Conv2d)) for m in plain),
+                "weight_layers_folded": sum(isinstance(m, (nn.Linear, nn.Conv2d)) for m in merged),
+                "params": sum(p.numel() for p in plain.parameters()),
+                "params_folded": sum(p.numel() for p in merged.parameters()),
+                "max_abs_difference": difference, "activations_folded": count,
+            })  # fmt: skip
+        ctx.state.method_state["fold_report"] = report
+
+    def stages(self):
+        c = self.config
+        return [
+            c.stage("penalised", c.epochs, loss_term=self._penalty),
+            c.stage("finetune", c.finetune_epochs, lr=c.lr * c.finetune_lr_factor,
+                    on_start=self._snap, after_step=self._hold, on_end=self._report),
+        ]  # fmt: skip
+
+    def target_kept(self) -> dict[str, float]:
+        return dict.fromkeys(self.names, 1.0)  # folding removes layers, not weights
+
+    def report(self, state) -> dict:
+        return dict(state.method_state.get("fold_report", {}))
