@@ -56,3 +56,15 @@ def degree_histogram(degrees: np.ndarray) -> dict:
     """
     k, counts = np.unique(np.asarray(degrees, np.int64), return_counts=True)
     return {"k": k.tolist(), "count": counts.tolist()}
+
+
+def columns_of(rows: list[dict]) -> list[str]:
+    """Every key of ``rows`` in first-seen order (rows with different fields in one CSV).
+
+    >>> columns_of([{"a": 1}, {"b": 2, "a": 3}])
+    ['a', 'b']
+    """
+    columns: dict[str, None] = {}
+    for row in rows:
+        columns.update(dict.fromkeys(row))
+    return list(columns)

@@ -42,7 +42,7 @@ from topoprune.train.run import prune_run
 from . import pruning_table
 from ._data import mnist
 from ._summary import write_study_summary
-from ._tables import mean_sd, rows_to_csv, rows_to_markdown
+from ._tables import columns_of, mean_sd, rows_to_csv, rows_to_markdown
 
 # Han et al. 2016, Tables 1-3: error %, compression ratio after P+Q and P+Q+H, and per layer
 # (weights % kept, weight bits P+Q / P+Q+H, index bits P+Q / P+Q+H, rate % P+Q / P+Q+H).
@@ -345,10 +345,10 @@ def run(config: Config, out: str | Path, *, progress: bool = False) -> dict:
 
     table = stage_table(stages)
     (out / "table.csv").write_text(rows_to_csv(table))
-    (out / "stages.csv").write_text(rows_to_csv(stages, _columns(stages)))
+    (out / "stages.csv").write_text(rows_to_csv(stages, columns_of(stages)))
     (out / "layers.csv").write_text(rows_to_csv(layer_table(layers)))
     (out / "bits.csv").write_text(rows_to_csv(bits))
-    (out / "footprint.csv").write_text(rows_to_csv(footprint, _columns(footprint)))
+    (out / "footprint.csv").write_text(rows_to_csv(footprint, columns_of(footprint)))
     (out / "tables.md").write_text(
         "## Tables 1-3: the pipeline (mean over seeds)\n\n" + rows_to_markdown(_rounded(table))
         + "\n## Per layer (mean over seeds), the paper's columns beside\n\n"
@@ -375,13 +375,6 @@ def _rounded(rows: list[dict]) -> list[dict]:
         return round(value) if key == "bytes" else round(value, 3)
 
     return [{k: tidy(k, v) for k, v in r.items()} for r in rows]
-
-
-def _columns(rows: list[dict]) -> list[str]:
-    columns: dict[str, None] = {}
-    for row in rows:
-        columns.update(dict.fromkeys(row))
-    return list(columns)
 
 
 # ---- figures -----------------------------------------------------------------------------------

@@ -61,7 +61,7 @@ from topoprune.train.run import prune_run
 
 from ._data import subset
 from ._summary import write_study_summary
-from ._tables import degree_histogram, mean_sd, rows_to_csv, rows_to_markdown
+from ._tables import columns_of, degree_histogram, mean_sd, rows_to_csv, rows_to_markdown
 
 # Lee et al. 2019, Table 1 (test error %, MNIST): the dense reference and SNIP at each sparsity.
 PAPER_SNIP = {
@@ -541,7 +541,7 @@ def run(config: Config, out: str | Path, *, progress: bool = False) -> dict:
     (out / "snip.csv").write_text(rows_to_csv(snip))
     (out / "lottery.csv").write_text(rows_to_csv(
         [{k: v for k, v in r.items() if k != "val_errors"} for r in lottery]))  # fmt: skip
-    (out / "dst.csv").write_text(rows_to_csv(dst, _columns(dst)))
+    (out / "dst.csv").write_text(rows_to_csv(dst, columns_of(dst)))
     (out / "init_check.csv").write_text(rows_to_csv(init))
     (out / "attachment.csv").write_text(rows_to_csv(attachment, ATTACHMENT_COLUMNS))
     (out / "fits.csv").write_text(rows_to_csv(fits, FIT_COLUMNS))
@@ -566,13 +566,6 @@ def run(config: Config, out: str | Path, *, progress: bool = False) -> dict:
         "device": runs.device, "provenance": origin,
     })  # fmt: skip
     return {"rows": tables["snip"], "wall_seconds": wall}
-
-
-def _columns(rows: list[dict]) -> list[str]:
-    columns: dict[str, None] = {}
-    for row in rows:
-        columns.update(dict.fromkeys(row))
-    return list(columns)
 
 
 # ---- figures -----------------------------------------------------------------------------------

@@ -12,6 +12,19 @@ import numpy as np
 from topoprune.stats.bounded_power_law import log_power_sum
 
 
+def _save(fig, path: str | Path, title: str = "") -> Path:
+    """Title, tighten, write at 110 dpi and close a figure."""
+    import matplotlib.pyplot as plt
+
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def log_binned_density(k: Sequence[int], count: Sequence[int], n_bins: int = 20):
     """``(centres, density)`` of positive degrees in geometric bins (density per unit degree,
     normalised over the positive degrees), the readable form of a sparse heavy-tailed histogram.
@@ -93,13 +106,7 @@ def degree_panels(
         if index == 0:
             ax.set_ylabel("P(k)")
         ax.legend(fontsize=7, loc="lower left")
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path, title)
 
 
 def alpha_by_layer(rows: list[dict], path: str | Path, *, mode: str = "window") -> Path:
@@ -162,10 +169,4 @@ def network_overview(layers: list[dict], node_layers: list[dict], path: str | Pa
     right.set_xticks(range(len(node_layers)), [r["node_layer"] for r in node_layers],
                      rotation=45, ha="right", fontsize=7)  # fmt: skip
     right.set(ylabel=f"alpha ({mode})", title="fitted exponent per node layer")
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path, title)
