@@ -96,9 +96,6 @@ class Study:
         self.out, self.config, self.progress = out, config, progress
         self.device = resolve_device(config.device)
         self.data: ImageDataset = mnist(config.train_subset)
-        table_config = pruning_table.Config(methods=("magnitude",),
-                                            epoch_scale=config.epoch_scale)  # fmt: skip
-        self.table_config = table_config
 
     def settings(self, seed: int) -> TrainSettings:
         return TrainSettings(seed=seed, device=self.device, progress=self.progress)

@@ -11,8 +11,6 @@ import numpy as np
 from topoprune.compress.container import LayerStats, read_compressed, write_compressed
 from topoprune.errors import TopopruneError
 
-STAGES = ("dense", "pruned", "quantised", "huffman")
-
 
 @dataclass(frozen=True)
 class CompressionReport:

@@ -18,9 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import struct
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +29,7 @@ from topoprune.compress import huffman
 from topoprune.compress.bitstream import pack_fixed, unpack_fixed
 from topoprune.compress.sparse_index import positions_from_relative, relative_index
 from topoprune.compress.weight_sharing import share_weights
+from topoprune.data.cache import write_bytes_atomic
 from topoprune.errors import TopopruneError
 
 MAGIC = b"\x89TPRZ\r\n\x1a"
@@ -234,20 +233,8 @@ def write_compressed(
         "metadata": dict(metadata or {}),
     }, separators=(",", ":")).encode()  # fmt: skip
     body = _PREFIX.pack(MAGIC, VERSION, len(header)) + header + b"".join(payload)
-    _write_atomic(Path(path), body + hashlib.sha256(body).digest())
+    write_bytes_atomic(path, body + hashlib.sha256(body).digest())
     return stats
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def is_compressed_file(head: bytes) -> bool:

@@ -9,7 +9,6 @@ tensors.
 
 from __future__ import annotations
 
-import itertools
 import sys
 import zipfile
 from collections.abc import Sequence
@@ -24,6 +23,7 @@ from topoprune.io.checkpoint import (
     is_topoprune_checkpoint,
     network_from_checkpoint,
     save_network,
+    with_recorded_chain,
 )
 from topoprune.io.errors import CheckpointError
 from topoprune.io.tensors import CHAIN_MODES, network_from_tensors
@@ -249,14 +249,8 @@ def _network_from_compressed(
         keep_weights=keep_weights,
         source=str(path),
     )
-    if chain == "none":
-        return network
-    if chain == "sequential":
-        return SparseNetwork(network.layers, True, skipped=network.skipped, source=str(path))
-    index = {layer.name: i for i, layer in enumerate(model.layers)}
-    kept = [index[layer.name] for layer in network.layers]
-    recorded = [b == a + 1 and model.chain[a] for a, b in itertools.pairwise(kept)]
-    return SparseNetwork(network.layers, recorded, skipped=network.skipped, source=str(path))
+    names = [layer.name for layer in model.layers]
+    return with_recorded_chain(network, names, model.chain, chain, path)
 
 
 __all__ = [

@@ -127,18 +127,24 @@ def network_from_checkpoint(
         keep_weights=keep_weights and bool(weights),
         source=str(path),
     )
-    if chain is None:
-        index = {n: i for i, n in enumerate(names)}
-        kept = [index[layer.name] for layer in network.layers]
-        network = SparseNetwork(
-            network.layers,
-            [b == a + 1 and recorded[a] for a, b in itertools.pairwise(kept)],
-            skipped=network.skipped,
-            source=str(path),
-        )
-    elif chain == "sequential":
-        network = SparseNetwork(network.layers, True, skipped=network.skipped, source=str(path))
-    return network
+    return with_recorded_chain(network, names, recorded, chain, path)
+
+
+def with_recorded_chain(
+    network: SparseNetwork, names: list[str], recorded: list[bool], chain: str | None, path
+) -> SparseNetwork:
+    """``network``, read unchained from a file that records its chain (``recorded[i]``: layers
+    ``names[i]`` and ``names[i + 1]`` chain), chained as asked: None, as recorded for the
+    selected layers that were neighbours in the file; ``sequential``, every pair; ``none``, no
+    pair."""
+    if chain == "none":
+        return network
+    if chain == "sequential":
+        return SparseNetwork(network.layers, True, skipped=network.skipped, source=str(path))
+    index = {n: i for i, n in enumerate(names)}
+    kept = [index[layer.name] for layer in network.layers]
+    chained = [b == a + 1 and recorded[a] for a, b in itertools.pairwise(kept)]
+    return SparseNetwork(network.layers, chained, skipped=network.skipped, source=str(path))
 
 
 def snapshot_names(obj: dict) -> list[str]:

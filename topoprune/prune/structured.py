@@ -107,6 +107,11 @@ def compaction_report(ctx: Context) -> dict:
     return report
 
 
+def store_compaction(ctx: Context) -> None:
+    """The ``on_end`` hook of the structured methods: :func:`compaction_report` into the state."""
+    ctx.state.method_state["compaction"] = compaction_report(ctx)
+
+
 def _then_zero_biases(hook):
     def after_step(ctx: Context) -> None:
         if hook is not None:
@@ -144,11 +149,8 @@ class FilterL1(ScoreMethod):
         stages = super().stages()
         for stage in stages[1:]:  # biases of removed filters stay zero after every step
             stage.after_step = _then_zero_biases(stage.after_step)
-        stages[-1].on_end = self._report
+        stages[-1].on_end = store_compaction
         return stages
-
-    def _report(self, ctx: Context) -> None:
-        ctx.state.method_state["compaction"] = compaction_report(ctx)
 
     def report(self, state) -> dict:
         return dict(state.method_state.get("compaction", {}))
@@ -224,15 +226,10 @@ class Slimming(Method):
         state = ctx.state.method_state.get("slimming")
         if not state:
             return
-        modules = dict(ctx.model.named_modules())
-        with torch.no_grad():
-            for group in state["groups"]:
-                dead = state["pruned"][",".join(group["norms"])]
-                if not dead:
-                    continue
-                for name in group["norms"]:
-                    modules[name].weight[dead] = 0
-                    modules[name].bias[dead] = 0
+        for group in state["groups"]:
+            dead = state["pruned"][",".join(group["norms"])]
+            if dead:
+                _hold_norms(ctx.model, group["norms"], dead)
         zero_dead_biases(ctx)
 
     def stages(self):
@@ -241,8 +238,7 @@ class Slimming(Method):
             c.stage("sparsify", c.epochs, loss_term=self._penalty),
             c.stage("finetune", c.finetune_epochs, lr=c.lr * c.finetune_lr_factor,
                     on_start=self._prune, after_step=self._hold,
-                    on_end=lambda ctx: ctx.state.method_state.update(
-                        compaction=compaction_report(ctx))),
+                    on_end=store_compaction),
         ]  # fmt: skip
 
     def report(self, state) -> dict:
@@ -324,8 +320,7 @@ class TaylorFeatureMaps(Method):
         c = self.config
         stages = [c.stage("dense", c.dense_epochs)] if c.dense_epochs else []
         stages.append(c.stage("taylor", c.epochs, after_step=self._step,
-                              on_end=lambda ctx: ctx.state.method_state.update(
-                                  compaction=compaction_report(ctx))))  # fmt: skip
+                              on_end=store_compaction))  # fmt: skip
         return stages
 
     def report(self, state) -> dict:
@@ -478,8 +473,7 @@ class ChannelLasso(Method):
         stages = [c.stage("dense", c.dense_epochs)] if c.dense_epochs else []
         stages.append(c.stage("finetune", c.finetune_epochs, lr=c.lr * c.finetune_lr_factor,
                               on_start=self._prune, after_step=self._hold,
-                              on_end=lambda ctx: ctx.state.method_state.update(
-                                  compaction=compaction_report(ctx))))  # fmt: skip
+                              on_end=store_compaction))  # fmt: skip
         return stages
 
     def report(self, state) -> dict:
@@ -488,7 +482,7 @@ class ChannelLasso(Method):
                 **state.method_state.get("compaction", {})}  # fmt: skip
 
 
-def _hold_norms(model: nn.Module, names: list[str], dead: torch.Tensor) -> None:
+def _hold_norms(model: nn.Module, names: list[str], dead: torch.Tensor | list[int]) -> None:
     """Zero the BatchNorm scale and shift of removed channels."""
     modules = dict(model.named_modules())
     with torch.no_grad():
@@ -594,8 +588,7 @@ class StructuredSparsityLearning(Method):
             c.stage("remove", 0, on_start=self._remove_zero_groups),
             c.stage("finetune", c.finetune_epochs, lr=c.lr * c.finetune_lr_factor,
                     after_step=zero_dead_channels,
-                    on_end=lambda ctx: ctx.state.method_state.update(
-                        compaction=compaction_report(ctx))),
+                    on_end=store_compaction),
         ]  # fmt: skip
 
     def report(self, state) -> dict:
