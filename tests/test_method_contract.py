@@ -2,9 +2,10 @@
 checks by registering): binary masks, its target sparsity, pruned weights and their optimizer state
 at zero, the same masks from the same seed, exact resume, and its config through the CLI flags.
 
-Each method runs on a tiny CNN that is not in the zoo, fed by a shuffling ``DataLoader`` over 600
-real MNIST images, with every ``*epochs`` field set to 1 (and the method's ``contract_overrides``,
-for a regulariser that must act within six steps).
+Each method runs on a tiny model of its architecture (a CNN that is not in the zoo, with BatchNorm
+for network slimming; a small row-by-row LSTM or residual CNN for the methods made for those), fed
+by a shuffling ``DataLoader`` over 600 real MNIST images, with every ``*epochs`` field set to 1
+(and the method's ``contract_overrides``, for a regulariser that must act within six steps).
 """
 
 from __future__ import annotations
@@ -101,10 +102,28 @@ def tiny_bn_cnn() -> nn.Module:
     )
 
 
+def tiny_model(architecture: str) -> nn.Module:
+    """A tiny model of the kind a method acts on (``Method.architecture``)."""
+    if architecture == "batchnorm":
+        return tiny_bn_cnn()
+    if architecture == "lstm":
+        from topoprune.models.recurrent import RowLSTM
+
+        torch.manual_seed(0)
+        return RowLSTM(hidden_size=8)
+    if architecture == "residual":
+        from topoprune.models.residual import ResidualCNN
+
+        torch.manual_seed(0)
+        return ResidualCNN(channels=4, blocks=2)
+    assert architecture == "any", architecture
+    return tiny_cnn()
+
+
 def starting_model(name: str) -> nn.Module:
-    """The tiny CNN (with BatchNorm for the methods that need it); half-pruned (the masks of
+    """A tiny model of the method's architecture; half-pruned (the masks of
     ``tiny_masks_file``) for methods that keep the masks they are given."""
-    model = tiny_bn_cnn() if METHODS[name].needs_batchnorm else tiny_cnn()
+    model = tiny_model(METHODS[name].architecture)
     if METHODS[name].keeps_masks:
         network = load_network(tiny_masks_file(), keep_weights=False)
         add_masks(model)

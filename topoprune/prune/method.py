@@ -264,9 +264,11 @@ class Method:
     # True for methods that train the masks the model arrives with (``--init``) and never change
     # them (trained quantisation): the contract test gives them a half-pruned model
     keeps_masks: ClassVar[bool] = False
-    # True for methods that act on BatchNorm layers (network slimming): the contract test gives
-    # them a model with BatchNorm after its convolutions
-    needs_batchnorm: ClassVar[bool] = False
+    # the kind of model the method acts on: "any" (Linear/Conv layers), "batchnorm" (BatchNorm
+    # after the convolutions: network slimming), "lstm" (the zoo's RowLSTM: intrinsic sparse
+    # structures) or "residual" (the zoo's ResidualCNN: epsilon-ResNet); the contract test gives
+    # each method a tiny model of its kind
+    architecture: ClassVar[str] = "any"
 
     def __init__(self, config: TrainConfig, names: Sequence[str], seed: int) -> None:
         if not isinstance(config, self.Config):

@@ -180,7 +180,7 @@ class Slimming(Method):
 
     Config = SlimmingConfig
     paper = "Liu et al. 2017, Learning efficient convolutional networks through network slimming"
-    needs_batchnorm = True
+    architecture = "batchnorm"
 
     def _penalty(self, ctx: Context) -> torch.Tensor:
         norms = [m for m in ctx.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
