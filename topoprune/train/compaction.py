@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from topoprune.errors import TopopruneError
 from topoprune.io.torch_file import load_torch_object
@@ -15,11 +16,12 @@ from topoprune.prune.structure import compact, save_compact
 from topoprune.train.run import load_trained_state
 
 
-def compact_checkpoint(path: str | Path, out: str | Path, *, num_classes: int = 10) -> dict:
-    """Rebuild a zoo model from a ``topoprune prune`` checkpoint, remove its exactly-zero
-    channels, check the compacted model computes the same outputs on random inputs, and write
-    it to ``out`` (``torch.export``: loads with ``torch.export.load`` alone). Returns the
-    parameters before and after and the largest output difference."""
+def compacted_model(
+    path: str | Path, *, num_classes: int = 10
+) -> tuple[str, nn.Module, nn.Module, torch.Tensor]:
+    """Rebuild a zoo model from a ``topoprune prune`` checkpoint and remove its exactly-zero
+    channels: ``(model name, the masked model without masks, the compacted model, example
+    inputs)``, both models in eval mode."""
     path = Path(path)
     obj = load_torch_object(path)
     metadata = obj.get("metadata", {}) if isinstance(obj, dict) else {}
@@ -37,7 +39,15 @@ def compact_checkpoint(path: str | Path, out: str | Path, *, num_classes: int = 
     plain = strip_masks(model).eval()
     generator = torch.Generator().manual_seed(0)
     example = torch.rand(4, *MODELS[name].input_shape, generator=generator)
-    small = compact(plain, example)
+    return name, plain, compact(plain, example).eval(), example
+
+
+def compact_checkpoint(path: str | Path, out: str | Path, *, num_classes: int = 10) -> dict:
+    """Rebuild a zoo model from a ``topoprune prune`` checkpoint, remove its exactly-zero
+    channels, check the compacted model computes the same outputs on random inputs, and write
+    it to ``out`` (``torch.export``: loads with ``torch.export.load`` alone). Returns the
+    parameters before and after and the largest output difference."""
+    name, plain, small, example = compacted_model(path, num_classes=num_classes)
     with torch.no_grad():
         difference = float((small(example) - plain(example)).abs().max())
     save_compact(small, example, out)
