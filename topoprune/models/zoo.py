@@ -14,6 +14,10 @@
   layer folding.
 - ``lenet5_bn``, ``cnn_mnist_bn``: the same with a BatchNorm (and a ReLU) after every
   convolution, the models of network slimming (Liu et al. 2017) on MNIST-sized data.
+
+The models above are ``nn.Sequential``; other modules register here from their own files with
+:func:`_register` (``lstm_mnist``: :mod:`topoprune.models.recurrent`, a row-by-row LSTM whose
+recurrence does not chain as a feed-forward network).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ class ModelSpec:
     """A registered architecture: its builder and the input it expects."""
 
     name: str
-    build: Callable[[int], nn.Sequential]
+    build: Callable[[int], nn.Module]
     input_shape: tuple[int, int, int]
     description: str
 
@@ -40,7 +44,7 @@ MODELS: Registry[ModelSpec] = Registry("model")
 
 
 def _register(name: str, input_shape: tuple[int, int, int], description: str):
-    def decorate(build: Callable[[int], nn.Sequential]) -> Callable[[int], nn.Sequential]:
+    def decorate(build: Callable[[int], nn.Module]) -> Callable[[int], nn.Module]:
         MODELS.register(name)(ModelSpec(name, build, input_shape, description))
         return build
 
@@ -155,7 +159,7 @@ def cnn_cifar(num_classes: int = 10) -> nn.Sequential:
     )  # fmt: skip
 
 
-def build_model(name: str, num_classes: int = 10) -> nn.Sequential:
+def build_model(name: str, num_classes: int = 10) -> nn.Module:
     """A freshly initialised model by registered name (unknown names list the valid ones).
 
     Examples

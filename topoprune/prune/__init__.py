@@ -11,8 +11,9 @@
   :mod:`~topoprune.prune.units` (APoZ, skeletonization, NISP), :mod:`~topoprune.prune.at_init`
   (SNIP, GraSP, SynFlow), :mod:`~topoprune.prune.lottery` (lottery tickets),
   :mod:`~topoprune.prune.quantization` (trained quantisation, Deep Compression),
-  :mod:`~topoprune.prune.sparse_evolution` (SET), :mod:`~topoprune.prune.rigl`: more methods,
-  registered on import;
+  :mod:`~topoprune.prune.sparse_evolution` (SET), :mod:`~topoprune.prune.rigl`,
+  :mod:`~topoprune.prune.structured` (filters, channels), :mod:`~topoprune.prune.iss` (LSTM
+  hidden units): more methods, registered on import;
 - :mod:`~topoprune.prune.curvature`: per-example gradients, Hessian diagonals, Fisher.
 """
 
@@ -26,6 +27,8 @@ from topoprune.prune import growl, regularisation, reweighting  # noqa: F401  is
 from topoprune.prune import saliency, units, woodfisher  # noqa: F401  isort: skip
 from topoprune.prune import at_init, lottery, rigl, sparse_evolution  # noqa: F401  isort: skip
 from topoprune.prune import quantization, structured  # noqa: F401  isort: skip
+from topoprune.prune import iss  # noqa: F401  isort: skip
+from topoprune.prune import epsilon_resnet  # noqa: F401  isort: skip
 
 __all__ = [
     "METHODS",

@@ -492,7 +492,7 @@ def _hold_norms(model: nn.Module, names: list[str], dead: torch.Tensor | list[in
                 modules[name].bias[dead] = 0
 
 
-SSL_GROUPS = ("filters", "channels", "shapes")
+SSL_GROUPS = ("filters", "channels", "shapes", "depth")
 
 
 @dataclass(frozen=True)
@@ -501,8 +501,9 @@ class SSLConfig(TrainConfig):
     penalty: float = hp("lambda of the group lasso (each group weighted by sqrt(its size))",
                         1e-3, low=0)  # fmt: skip
     groups: tuple[str, ...] = hp("group kinds: filters (output units), channels (input units), "
-                                 "shapes (a kernel position across filters)",
-                                 ("filters", "channels"))  # fmt: skip
+                                 "shapes (a kernel position across filters), depth (both "
+                                 "convolutions of a ResidualCNN block: a zero block is removed, "
+                                 "its shortcut stays)", ("filters", "channels"))  # fmt: skip
     finetune_epochs: int = hp("epochs of fine-tuning with the zeroed groups removed", 2, low=0)
     finetune_lr_factor: float = hp("fine-tuning learning rate = lr x this", 0.1, low=0,
                                    low_open=True)  # fmt: skip
@@ -531,6 +532,14 @@ class StructuredSparsityLearning(Method):
 
     A zero channel (input unit) of a layer also removes the previous layer's filter that feeds
     it, when that filter feeds nothing else, so that compaction takes both away.
+
+    The ``depth`` groups (Wen et al.'s depth-wise sparsity) act on a
+    :class:`~topoprune.models.residual.ResidualCNN`: one group per residual block, the weights of
+    both its convolutions. A block whose group reaches zero is masked whole and marked dropped
+    (it computes the identity through its shortcut, its BatchNorm no longer added), and the
+    report's ``depth`` entry gives the model without those blocks
+    (:func:`~topoprune.models.residual.drop_blocks`): its parameters and its largest output
+    difference from the masked model.
     """
 
     Config = SSLConfig
@@ -543,8 +552,8 @@ class StructuredSparsityLearning(Method):
             for _, module in ctx.pruned_modules():
                 weight = module.weight_orig
                 for kind in self.config.groups:
-                    if kind == "shapes" and weight.dim() == 2:
-                        continue  # a linear layer's "shape" is a single weight
+                    if kind == "depth" or (kind == "shapes" and weight.dim() == 2):
+                        continue  # depth groups span layers; a linear layer's shape is a weight
                     groups = _group_views(weight * module.weight_mask, kind)
                     t = ctx.lr * self.config.penalty * groups.shape[1] ** 0.5
                     norms = groups.norm(dim=1, keepdim=True)
@@ -557,6 +566,29 @@ class StructuredSparsityLearning(Method):
                         weight.copy_(shrunk.reshape(weight.shape[1], *rest).transpose(0, 1))
                     else:
                         weight.copy_(shrunk.transpose(0, 1).reshape(weight.shape))
+            if "depth" in self.config.groups:
+                self._proximal_depth(ctx)
+
+    def _blocks(self, ctx: Context):
+        from topoprune.prune.epsilon_resnet import residual_model
+
+        return residual_model(ctx.model, "ssl --groups depth")
+
+    def _proximal_depth(self, ctx: Context) -> None:
+        """The same soft thresholding with one group per residual block: both convolutions."""
+        for block in self._blocks(ctx).blocks:
+            convs = (block.conv1, block.conv2)
+            weights = [m.weight_orig * m.weight_mask for m in convs]
+            size = sum(w.numel() for w in weights)
+            norm = torch.sqrt(sum(w.pow(2).sum() for w in weights))
+            t = ctx.lr * self.config.penalty * size**0.5
+            scale = (1 - t / norm.clamp(min=1e-30)).clamp(min=0)
+            for module, weight in zip(convs, weights, strict=True):
+                module.weight_orig.copy_(weight * scale)
+
+    def _check(self, ctx: Context) -> None:
+        if "depth" in self.config.groups:
+            self._blocks(ctx)  # a model without residual blocks fails before training
 
     def _remove_zero_groups(self, ctx: Context) -> None:
         from topoprune.prune.masks import apply_masks, current_masks
@@ -578,22 +610,36 @@ class StructuredSparsityLearning(Method):
                     masks[producer][unused] = 0
             removed[consumers[0]] = int(unused.sum())
         apply_masks(ctx.model, masks)
+        if "depth" in self.config.groups:
+            model = self._blocks(ctx)
+            zero = [i for i, b in enumerate(model.blocks)
+                    if not (b.conv1.weight_mask.any() or b.conv2.weight_mask.any())]  # fmt: skip
+            model.set_dropped(sorted(set(model.dropped) | set(zero)))
         zero_dead_channels(ctx)
         ctx.state.method_state["unused_inputs"] = removed
+
+    def _report(self, ctx: Context) -> None:
+        store_compaction(ctx)
+        if "depth" in self.config.groups:
+            from topoprune.prune.epsilon_resnet import depth_report
+
+            ctx.state.method_state["depth"] = depth_report(ctx, self._blocks(ctx))
 
     def stages(self):
         c = self.config
         return [
-            c.stage("ssl", c.epochs, after_step=self._proximal),
+            c.stage("ssl", c.epochs, on_start=self._check, after_step=self._proximal),
             c.stage("remove", 0, on_start=self._remove_zero_groups),
             c.stage("finetune", c.finetune_epochs, lr=c.lr * c.finetune_lr_factor,
                     after_step=zero_dead_channels,
-                    on_end=store_compaction),
+                    on_end=self._report),
         ]  # fmt: skip
 
     def report(self, state) -> dict:
+        depth = state.method_state.get("depth")
         return {"input_channels_unused": state.method_state.get("unused_inputs", {}),
-                **state.method_state.get("compaction", {})}  # fmt: skip
+                **state.method_state.get("compaction", {}),
+                **({"depth": depth} if depth is not None else {})}  # fmt: skip
 
 
 @dataclass(frozen=True)
