@@ -74,6 +74,8 @@ bench: $(INSTALLED)
 	$(PY) -m benchmarks.second_order --time-limit-s 240 --out results/benchmarks/second_order.json
 	$(PY) -m benchmarks.sparse_training_step --out results/benchmarks/sparse_training_step.json
 	$(PY) -m benchmarks.llm_degrees --out results/benchmarks/llm_degrees.json
+	@# times the structured study's models: run `topoprune study run structured` first
+	$(PY) -m benchmarks.structured_speed --out results/benchmarks/structured_speed.json
 
 FORCE:
 

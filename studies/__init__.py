@@ -20,6 +20,7 @@ STUDIES.register("regularisation")("topoprune_studies.regularisation")
 STUDIES.register("saliency")("topoprune_studies.saliency")
 STUDIES.register("sparse-training")("topoprune_studies.sparse_training")
 STUDIES.register("deep-compression")("topoprune_studies.deep_compression")
+STUDIES.register("structured")("topoprune_studies.structured")
 
 
 def load_study(name: str) -> ModuleType:

@@ -216,3 +216,16 @@ def test_conv_folding_is_exact():
     assert count == 1 and merged[0].kernel_size == (5, 5)  # the padded conv does not fold
     x = torch.rand(2, 1, 12, 12, dtype=torch.float64)
     torch.testing.assert_close(merged(x), model(x), rtol=1e-10, atol=1e-10)
+
+
+def test_ssl_removes_a_filter_whose_flattened_outputs_no_unit_reads():
+    torch.manual_seed(0)
+    model = build_model("lenet5")
+    with torch.no_grad():
+        model[5].weight[:, 3 * 16 : 4 * 16] = 0  # conv2's channel 3, flattened into fc1
+    config = METHODS["ssl"].Config(epochs=0, finetune_epochs=0, penalty=0.0)
+    _, summary = prune_model(model, "ssl", config, train=batches())
+    report = summary["report"]
+    assert report["input_channels_unused"]["5"] == 1
+    assert report["filters_kept"]["2"] == 49
+    assert report["max_abs_difference"] < 1e-5

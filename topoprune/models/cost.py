@@ -30,8 +30,9 @@ def parameter_count(model: nn.Module) -> int:
 
 
 def multiply_accumulates(model: nn.Module, example: torch.Tensor) -> int:
-    """Multiply-accumulates of the convolutions and linear layers for one input of ``example``
-    (a batch), counting every call (a recurrent layer's gates once per step); zeros count too.
+    """Multiply-accumulates of the convolutions and linear layers per input of ``example`` (a
+    batch along its first axis), counting every call (a recurrent layer's gates once per
+    step); zeros count too.
 
     Examples
     --------
@@ -42,22 +43,24 @@ def multiply_accumulates(model: nn.Module, example: torch.Tensor) -> int:
     total = [0]
 
     def count(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-        batch = inputs[0].shape[0] if inputs[0].dim() > 1 else 1
         if isinstance(module, nn.Linear):
-            total[0] += output.numel() // batch * module.in_features
+            total[0] += output.numel() * module.in_features
         else:
             kernel = module.weight[0].numel()  # in_channels / groups x kernel positions
-            total[0] += output.numel() // batch * kernel
+            total[0] += output.numel() * kernel
 
     layers = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d))]
     handles = [m.register_forward_hook(count) for m in layers]
+    training = model.training
     try:
         with torch.no_grad():
+            model.eval()  # no BatchNorm statistics updated by counting
             model(example)
     finally:
+        model.train(training)
         for handle in handles:
             handle.remove()
-    return total[0]
+    return total[0] // example.shape[0]
 
 
 def latency(
@@ -82,12 +85,15 @@ def interleaved_latency(
     rounds: int = 5,
     repeats: int = 10,
 ) -> dict[str, list[float]]:
-    """Per model, the median latency of each round; the models take turns within every round,
-    so that a slower moment of the machine slows them all (compare ratios within a round)."""
-    times: dict[str, list[float]] = {name: [] for name in models}
-    for _ in range(rounds):
-        for name, model in models.items():
-            times[name].append(latency(model, batch, repeats=repeats))
+    """Per model, the median latency of each round; the models take turns within every round
+    (each round starting one model later, so none is always first), so that a slower moment of
+    the machine slows them all (compare ratios within a round)."""
+    names = list(models)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for index in range(rounds):
+        shift = index % len(names)
+        for name in names[shift:] + names[:shift]:
+            times[name].append(latency(models[name], batch, repeats=repeats))
     return times
 
 
@@ -112,7 +118,7 @@ class _CSRLinear(nn.Module):
         self.bias = None if bias is None else bias.detach()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = (self.weight @ x.reshape(-1, x.shape[-1]).T).T
+        out = (self.weight @ x.reshape(-1, x.shape[-1]).T).T.reshape(*x.shape[:-1], -1)
         return out if self.bias is None else out + self.bias
 
 

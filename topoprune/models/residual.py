@@ -37,7 +37,8 @@ def sparsify(response: torch.Tensor, epsilon: float, sharpness: float = SHARPNES
         gate = relu(1 - L relu(1 - L peak))                 # 0 at peak 0, 1 from peak 1/L on
         S(F) = gate F
 
-    Between the two (a peak within ``1/L`` of zero) the gate rises linearly from 0 to 1. The
+    Between the two the gate is 0 until the peak is within ``1/L**2`` of ``1/L``, then rises
+    linearly to 1 (harmless at the default ``L = 1e6``). The
     gradient reaches ``F`` through ``gate F``: a block whose responses exceed epsilon learns as a
     plain block, one whose responses do not gets no gradient from the loss for that example.
     No data-dependent Python control flow: ``torch.fx`` traces it.

@@ -601,14 +601,21 @@ class StructuredSparsityLearning(Method):
         inputs, _ = next(iter(ctx.scoring_batches(2)))
         removed = {}
         for group in channel_groups(ctx.model, inputs.to(ctx.device)):
-            consumers = [n for n, f in group.consumers if f == 1 and n in masks]
+            consumers = [(n, f) for n, f in group.consumers if n in masks]
             if group.frozen or len(consumers) != 1 or len(group.consumers) != 1:
                 continue
-            unused = masks[consumers[0]].transpose(0, 1).reshape(group.size, -1).eq(0).all(1)
+            name, features = consumers[0]
+            mask = masks[name]
+            if mask.shape[1] != group.size * (features if mask.dim() == 2 else 1):
+                continue  # a grouped convolution reads a share of the channels
+            # channel c's inputs to the consumer: its kernels (a convolution) or its `features`
+            # flattened inputs c * features ... (a linear layer after a flatten)
+            per_channel = mask.reshape(mask.shape[0], group.size, -1).transpose(0, 1)
+            unused = per_channel.reshape(group.size, -1).eq(0).all(1)
             for producer in group.producers:
                 if producer in masks and unused.any():
                     masks[producer][unused] = 0
-            removed[consumers[0]] = int(unused.sum())
+            removed[name] = int(unused.sum())
         apply_masks(ctx.model, masks)
         if "depth" in self.config.groups:
             model = self._blocks(ctx)
