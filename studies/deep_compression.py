@@ -12,8 +12,8 @@ Huffman coding, and every error is measured on the model decoded from the compre
 Parts: the paper's Tables 1-3 (``table.csv``, ``layers.csv``); test error against weight bits
 (2-8, every layer) with and without centroid training (``bits.csv``); the memory footprint of a
 99%-sparse LeNet-300-100 in dense, CSR and this format, beside a small dense MLP
-(``footprint.csv``). The structured-pruning comparison the slides make needs structured pruning
-(not in topoprune yet). A run whose summary exists is not rerun, so the study resumes.
+(``footprint.csv``); the structured study compares structured and unstructured footprints. A
+run whose summary exists is not rerun, so the study resumes.
 """
 
 from __future__ import annotations
