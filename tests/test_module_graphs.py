@@ -74,3 +74,18 @@ def test_network_graph_is_multipartite_with_all_edges():
     matrix = biadjacency(net, "0").toarray()
     assert matrix.shape == (6, 5)
     assert np.array_equal(matrix.T != 0, model[0].weight.detach().numpy() != 0)
+
+
+def test_a_layer_called_twice_is_not_chained_and_the_note_says_why():
+    class Shared(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Linear(4, 4), nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.b(self.a(self.a(x)))
+
+    network = network_from_module(Shared())
+    assert network.chain == (False,)
+    assert network.notes == ["a is called more than once (a recurrence or a shared layer): "
+                             "layers are not chained"]  # fmt: skip

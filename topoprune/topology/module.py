@@ -29,11 +29,13 @@ def _weight_and_mask(module: nn.Module) -> tuple[np.ndarray, np.ndarray | None]:
     return weight, None
 
 
-def _fx_chain(module: nn.Module, names: list[str]) -> tuple[list[str], list[bool]] | None:
+def _fx_chain(module: nn.Module, names: list[str]) -> tuple[list[str], list[bool]] | str:
+    """The weight layers in graph order and whether each pair chains, or why they cannot be
+    ordered."""
     try:
         graph = torch.fx.symbolic_trace(module).graph
     except Exception:  # fx cannot trace data-dependent control flow; fall back
-        return None
+        return "the module could not be traced"
     weight_nodes = {
         n.name: n.target for n in graph.nodes if n.op == "call_module" and n.target in names
     }
@@ -55,8 +57,8 @@ def _fx_chain(module: nn.Module, names: list[str]) -> tuple[list[str], list[bool
     for node in graph.nodes:
         if node.name in weight_nodes:
             target = weight_nodes[node.name]
-            if target in upstream:
-                return None  # a module called twice: no single graph position
+            if target in upstream:  # a recurrent layer, a shared layer: no single graph position
+                return f"{target} is called more than once (a recurrence or a shared layer)"
             order.append(target)
             upstream[target] = feeders(node, set())
     downstream: dict[str, set[str]] = {name: set() for name in order}
@@ -86,7 +88,7 @@ def network_from_module(module: nn.Module, *, keep_weights: bool = True) -> Spar
         raise TopologyError(f"{type(module).__name__} has no Linear or Conv1d/Conv2d layers")
     notes = []
     traced = _fx_chain(module, list(modules))
-    if traced is not None and set(traced[0]) == set(modules):
+    if not isinstance(traced, str) and set(traced[0]) == set(modules):
         order, chain = traced
     else:
         order = list(modules)
@@ -94,7 +96,8 @@ def network_from_module(module: nn.Module, *, keep_weights: bool = True) -> Spar
             chain = [True] * (len(order) - 1)
         else:
             chain = [False] * (len(order) - 1)
-            notes.append("the module could not be traced: layers are not chained")
+            reason = traced if isinstance(traced, str) else "not every weight layer is in its graph"
+            notes.append(f"{reason}: layers are not chained")
     layers = [
         weight_layer(
             f"{name}.weight",
