@@ -47,8 +47,10 @@ from topoprune.models.cost import (
     speedups,
 )
 from topoprune.provenance import provenance
+from topoprune.prune.allocation import per_layer
 from topoprune.prune.masks import weight_modules
 from topoprune.prune.methods import METHODS
+from topoprune.topology import network_from_module
 from topoprune.train.compaction import compacted_model
 from topoprune.train.engine import TrainSettings, resolve_device
 from topoprune.train.run import prune_run
@@ -56,6 +58,7 @@ from topoprune.train.run import prune_run
 from ._data import subset
 from ._summary import write_study_summary
 from ._tables import columns_of, rows_to_csv, rows_to_markdown
+from .deep_compression import csr_bytes as weight_csr_bytes
 
 # reference points as later work reports them (LeNet-5 on MNIST, filters per layer, error
 # increase in points, speedup): Wen et al. 2016 (SSL) and Molchanov et al. 2017 (Taylor)
@@ -122,11 +125,10 @@ def _layers(model: str) -> list[str]:
 
 def kept_widths(model: str, sparsity: tuple[float, ...]) -> list[int]:
     """Filters filter-l1 keeps in each pruned layer (every layer but the output layer)."""
-    net = build_model(model)
-    modules = dict(weight_modules(net))
-    names = _layers(model)[:-1]
-    values = sparsity if len(sparsity) == len(names) else sparsity * len(names)
-    return [round((1 - s) * modules[n].weight.shape[0]) for n, s in zip(names, values, strict=True)]
+    modules = dict(weight_modules(build_model(model)))
+    names = list(modules)[:-1]
+    return [round((1 - s) * modules[n].weight.shape[0])
+            for n, s in per_layer(sparsity, names, "sparsity").items()]  # fmt: skip
 
 
 def matched_sparsity(model: str, widths: list[int]) -> tuple[float, ...]:
@@ -155,6 +157,7 @@ class Study:
         self.out, self.config, self.progress = out, config, progress
         self.device = resolve_device(config.device)
         self.data: dict[str, ImageDataset] = {}
+        self.dense: dict[tuple[str, str, int], dict] = {}  # every method starts from these
 
     def dataset(self, name: str) -> ImageDataset:
         if name not in self.data:
@@ -169,7 +172,6 @@ class Study:
         if method == "dense":
             return METHODS["dense"].Config(**_scaled(DENSE, scale))
         recipe = _scaled(RECIPES[method], scale)
-        last = _layers(model)[-1]
         if method == "dense-continued":
             return METHODS["dense"].Config(**COMMON, **recipe)
         if method == "magnitude":
@@ -177,20 +179,25 @@ class Study:
             recipe["sparsity"] = matched_sparsity(model, widths)
             return METHODS[method].Config(**COMMON, **recipe)
         if method == "filter-l1":
-            recipe["dense_layers"] = (last,)
+            recipe["dense_layers"] = (_layers(model)[-1],)
         if method == "taylor-fm":
             recipe["prune_every"] = self.config.prune_every
         return METHODS[method].Config(**COMMON, **recipe)
 
     def train(self, model: str, dataset: str, method: str, seed: int) -> dict:
-        init = None
-        if method != "dense":
-            init = self.train(model, dataset, "dense", seed)["checkpoint"]
+        if method == "dense" and (model, dataset, seed) in self.dense:
+            return self.dense[model, dataset, seed]
+        init = (
+            None if method == "dense" else self.train(model, dataset, "dense", seed)["checkpoint"]
+        )
         settings = TrainSettings(seed=seed, device=self.device, progress=self.progress)
         registered = "dense" if method == "dense-continued" else method
-        return prune_run(model, dataset, registered, self.config_of(model, method), settings,
-                         self.folder(model, dataset, method, seed), resume=True, init=init,
-                         data=self.dataset(dataset))  # fmt: skip
+        summary = prune_run(model, dataset, registered, self.config_of(model, method), settings,
+                            self.folder(model, dataset, method, seed), resume=True, init=init,
+                            data=self.dataset(dataset))  # fmt: skip
+        if method == "dense":
+            self.dense[model, dataset, seed] = summary
+        return summary
 
     def methods_for(self, model: str) -> list[str]:
         has_norm = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
@@ -240,22 +247,30 @@ def others_part(study: Study) -> list[dict]:
     data = study.dataset("mnist")
     settings = TrainSettings(seed=seed, device=study.device, progress=study.progress,
                              batch_size=LSTM["batch_size"])  # fmt: skip
+    batch_128 = TrainSettings(seed=seed, device=study.device, progress=study.progress)
 
     def run(model: str, method: str, cfg, name: str, init=None, run_settings=settings) -> dict:
         return prune_run(model, "mnist", method, cfg, run_settings,
                          study.folder(model, "mnist", name, seed), resume=True, init=init,
                          data=data)  # fmt: skip
 
-    dense = run("lstm_mnist", "dense", METHODS["dense"].Config(**_scaled(LSTM["dense"], scale)),
-                "dense")  # fmt: skip
-    rows.append({"model": "lstm_mnist", "method": "dense", "setting": "-",
-                 "test_error": 100 * dense["test_error"], "kept": 128, "of": 128,
-                 "params": None, "params_compact": None})  # fmt: skip
-    more = _scaled({"epochs": 2, "lr": LSTM["iss"]["lr"]}, scale)  # as long as the methods train
-    continued = run("lstm_mnist", "dense", METHODS["dense"].Config(**more), "dense-continued",
-                    dense["checkpoint"])  # fmt: skip
-    rows.append({"model": "lstm_mnist", "method": "dense-continued", "setting": "+2 epochs",
-                 "test_error": 100 * continued["test_error"], "kept": 128, "of": 128})  # fmt: skip
+    def dense_and_control(model: str, recipe: dict, lr: float, units: int, run_settings) -> dict:
+        """The dense model, and the control trained 2 epochs more (as long as the methods)."""
+        dense = run(model, "dense", METHODS["dense"].Config(**_scaled(recipe, scale)), "dense",
+                    None, run_settings)  # fmt: skip
+        more = METHODS["dense"].Config(**_scaled({"epochs": 2, "lr": lr}, scale))
+        continued = run(model, "dense", more, "dense-continued", dense["checkpoint"], run_settings)
+        for name, summary, setting in (
+            ("dense", dense, "-"),
+            ("dense-continued", continued, "+2 epochs"),
+        ):
+            rows.append({"model": model, "method": name, "setting": setting,
+                         "test_error": 100 * summary["test_error"], "kept": units,
+                         "of": units})  # fmt: skip
+        return dense
+
+    dense = dense_and_control("lstm_mnist", LSTM["dense"], LSTM["iss"]["lr"],
+                              build_model("lstm_mnist").hidden_size, settings)  # fmt: skip
     for penalty in config.lstm_penalties:
         cfg = METHODS["iss-lstm"].Config(penalty=penalty, **_scaled(LSTM["iss"], scale))
         summary = run("lstm_mnist", "iss-lstm", cfg, f"iss-lstm-{penalty:g}", dense["checkpoint"])
@@ -265,16 +280,8 @@ def others_part(study: Study) -> list[dict]:
                      "kept": report["hidden_units_kept"], "of": report["hidden_units"],
                      "params": report["params"], "params_compact": report["params_compact"],
                      "max_abs_difference": report["max_abs_difference"]})  # fmt: skip
-    batch_128 = TrainSettings(seed=seed, device=study.device, progress=study.progress)
-    plain_config = METHODS["dense"].Config(**_scaled(RESIDUAL["dense"], scale))
-    plain = run("resnet_mnist", "dense", plain_config, "dense", None, batch_128)
-    rows.append({"model": "resnet_mnist", "method": "dense", "setting": "-",
-                 "test_error": 100 * plain["test_error"], "kept": 6, "of": 6})  # fmt: skip
-    more = _scaled({"epochs": 2, "lr": RESIDUAL["epsilon"]["lr"]}, scale)
-    continued = run("resnet_mnist", "dense", METHODS["dense"].Config(**more), "dense-continued",
-                    plain["checkpoint"], batch_128)  # fmt: skip
-    rows.append({"model": "resnet_mnist", "method": "dense-continued", "setting": "+2 epochs",
-                 "test_error": 100 * continued["test_error"], "kept": 6, "of": 6})  # fmt: skip
+    plain = dense_and_control("resnet_mnist", RESIDUAL["dense"], RESIDUAL["epsilon"]["lr"],
+                              len(build_model("resnet_mnist").blocks), batch_128)  # fmt: skip
     for epsilon in config.epsilons:
         cfg = METHODS["epsilon-resnet"].Config(epsilon=epsilon,
                                                **_scaled(RESIDUAL["epsilon"], scale))  # fmt: skip
@@ -328,13 +335,10 @@ def csr_bytes(model: torch.nn.Module) -> int:
     """Bytes of the weight layers in CSR (float32 values, int32 column indices and row
     pointers, a convolution as its C_out x (C_in k k) matrix) and every other parameter and
     buffer dense: the unstructured model stored sparse."""
-    total = 0
     weights = {id(m.weight) for _, m in weight_modules(model)}
-    for _, module in weight_modules(model):
-        rows = module.weight.shape[0]
-        total += 8 * int(module.weight.count_nonzero()) + 4 * (rows + 1)
     others = [t for t in [*model.parameters(), *model.buffers()] if id(t) not in weights]
-    return total + sum(t.numel() * t.element_size() for t in others)
+    return (weight_csr_bytes(network_from_module(model, keep_weights=False))
+            + sum(t.numel() * t.element_size() for t in others))  # fmt: skip
 
 
 def speed_part(runs: list[dict], rounds: int = 5, repeats: int = 10) -> list[dict]:
@@ -345,7 +349,7 @@ def speed_part(runs: list[dict], rounds: int = 5, repeats: int = 10) -> list[dic
     groups: dict[tuple, list[dict]] = {}
     for row in [r for r in runs if r["method"] != "dense-continued"]:  # the dense model's shape
         groups.setdefault((row["model"], row["dataset"], row["seed"]), []).append(row)
-    torch.manual_seed(0)
+    generator = torch.Generator().manual_seed(0)  # the same random batches in every run
     for (model, dataset, seed), rows in groups.items():
         candidates, facts = {}, {}
         for row in rows:
@@ -367,7 +371,7 @@ def speed_part(runs: list[dict], rounds: int = 5, repeats: int = 10) -> list[dic
                 facts["magnitude (CSR)"] = {**facts["magnitude"],
                                             "file_bytes": csr_bytes(plain)}  # fmt: skip
         for batch_size in (1, 128):
-            batch = torch.rand(batch_size, *MODELS[model].input_shape)
+            batch = torch.rand(batch_size, *MODELS[model].input_shape, generator=generator)
             times = interleaved_latency(candidates, batch, rounds=rounds, repeats=repeats)
             ratio = speedups(times, "dense")
             for name in candidates:
@@ -558,11 +562,10 @@ def figures(results: str | Path, out: str | Path) -> list[Path]:
                ylabel="test error %")  # fmt: skip
         ax.set_xscale("log")
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    target = out / "error-speedup.png"
-    fig.savefig(target, dpi=110)
-    plt.close(fig)
-    return [target, *_others_figure(json.loads(path.read_text()).get("others", []), out, plt)]
+    return [
+        _save(fig, out / "error-speedup.png", plt),
+        *_others_figure(json.loads(path.read_text()).get("others", []), out, plt),
+    ]
 
 
 def _others_figure(rows: list[dict], out: Path, plt) -> list[Path]:
@@ -587,8 +590,11 @@ def _others_figure(rows: list[dict], out: Path, plt) -> list[Path]:
         ax.set(title=model, xlabel=label, ylabel="test error %")
         ax.set_yscale("log")
         ax.legend(fontsize=7)
+    return [_save(fig, out / "error-kept.png", plt)]
+
+
+def _save(fig, target: Path, plt) -> Path:
     fig.tight_layout()
-    target = out / "error-kept.png"
     fig.savefig(target, dpi=110)
     plt.close(fig)
-    return [target]
+    return target

@@ -23,6 +23,7 @@ from topoprune.errors import TopopruneError
 from topoprune.models.recurrent import RowLSTM, keep_hidden_units, unit_rows
 from topoprune.prune.method import Context, Method, Stage, TrainConfig, hp
 from topoprune.prune.methods import METHODS
+from topoprune.prune.structured import group_shrinkage
 
 LAYERS = ("input_gates", "hidden_gates", "classifier")
 
@@ -93,7 +94,7 @@ def iss_proximal_step(model: RowLSTM, threshold: float) -> torch.Tensor:
     component of norm at most ``threshold`` becomes exactly zero.
     """
     norms = component_norms(model)
-    factors = (1 - threshold / norms.clamp(min=1e-30)).clamp(min=0)
+    factors = group_shrinkage(norms, threshold)
     rows = factors.repeat(4)[:, None]  # row gH+k of the gate layers belongs to unit k
     own = _own_diagonal(model.hidden_size, factors.device)
     for module, factor in (

@@ -112,6 +112,19 @@ def store_compaction(ctx: Context) -> None:
     ctx.state.method_state["compaction"] = compaction_report(ctx)
 
 
+def group_shrinkage(norms: torch.Tensor, threshold: float | torch.Tensor) -> torch.Tensor:
+    """The group soft-threshold factors ``max(0, 1 - threshold / ||w_g||)``: multiplying group
+    ``g`` by its factor is the proximal step of ``threshold x ||w_g||`` (a group of norm at most
+    ``threshold`` becomes exactly zero).
+
+    Examples
+    --------
+    >>> group_shrinkage(torch.tensor([0.5, 2.0, 0.0]), 1.0)
+    tensor([0.0000, 0.5000, 0.0000])
+    """
+    return (1 - threshold / norms.clamp(min=1e-30)).clamp(min=0)
+
+
 def _then_zero_biases(hook):
     def after_step(ctx: Context) -> None:
         if hook is not None:
@@ -556,8 +569,7 @@ class StructuredSparsityLearning(Method):
                         continue  # depth groups span layers; a linear layer's shape is a weight
                     groups = _group_views(weight * module.weight_mask, kind)
                     t = ctx.lr * self.config.penalty * groups.shape[1] ** 0.5
-                    norms = groups.norm(dim=1, keepdim=True)
-                    scale = (1 - t / norms.clamp(min=1e-30)).clamp(min=0)
+                    scale = group_shrinkage(groups.norm(dim=1, keepdim=True), t)
                     shrunk = (groups * scale).reshape(_group_views(weight, kind).shape)
                     if kind == "filters":
                         weight.copy_(shrunk.reshape(weight.shape))
@@ -582,7 +594,7 @@ class StructuredSparsityLearning(Method):
             size = sum(w.numel() for w in weights)
             norm = torch.sqrt(sum(w.pow(2).sum() for w in weights))
             t = ctx.lr * self.config.penalty * size**0.5
-            scale = (1 - t / norm.clamp(min=1e-30)).clamp(min=0)
+            scale = group_shrinkage(norm, t)
             for module, weight in zip(convs, weights, strict=True):
                 module.weight_orig.copy_(weight * scale)
 
