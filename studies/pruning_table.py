@@ -4,9 +4,10 @@
 
 LeNet-300-100 and LeNet-5, each pruned by magnitude (train, prune, retrain, iterated) and by
 Dynamic Network Surgery, over several seeds; mean +- std beside the papers' numbers. Each run is
-a `topoprune prune` run in ``runs/<model>-<method>-seed<k>/``, started from the seed's one dense
-model (``runs/<model>-dense-seed<k>/``, shared by both methods); a run whose summary exists with
-the same settings is skipped, so an interrupted study resumes where it stopped.
+a `topoprune prune` run, a spec keyed ``<model>-<method>-seed<k>`` (folder
+``runs/<key>-<hash>/``), started from the seed's one dense model (``<model>-dense-seed<k>``,
+shared by both methods); a finished run is never rerun, so an interrupted study resumes where it
+stopped, and the runs can go to local processes or a Ray cluster (docs/running.md).
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ import numpy as np
 
 from topoprune.provenance import provenance
 from topoprune.prune.methods import METHODS
-from topoprune.train.engine import TrainSettings, resolve_device
-from topoprune.train.run import prune_run
+from topoprune.runner import RunSpec, run_specs
+from topoprune.train.engine import resolve_device
 
+from ._runs import TRAIN_TASK, config_settings, describe
 from ._summary import write_study_summary
 
 # The papers' numbers: test error dense -> pruned, compression, kept % per weight layer.
@@ -72,6 +74,7 @@ QUICK = Config(models=("lenet300",), seeds=(0,), epoch_scale=0.05)
 
 
 def method_config(model: str, method: str, scale: float, overrides: dict):
+    """The method's config: the settings above, the overrides, every epoch count scaled."""
     values = dict(SETTINGS[(model, method)])
     values.update(overrides.get(f"{model}-{method}", {}))
     for key in ("dense_epochs", "epochs", "retrain_epochs"):
@@ -80,36 +83,45 @@ def method_config(model: str, method: str, scale: float, overrides: dict):
     return METHODS[method].Config(**values)
 
 
-def run(config: Config, out: str | Path, *, progress: bool = False) -> dict:
+def plan(config: Config, device: str) -> list[RunSpec]:
+    """Per model and seed: the dense run, then each method's run starting from it."""
+    specs = []
+    for model in config.models:
+        for seed in config.seeds:
+            dense = f"{model}-dense-seed{seed}"
+            for method in ("dense", *config.methods):
+                specs.append(RunSpec(
+                    f"{model}-{method}-seed{seed}", TRAIN_TASK,
+                    {"model": model, "dataset": "mnist", "method": method, "seed": seed,
+                     "device": device,
+                     "init": None if method == "dense" else dense,
+                     "config": config_settings(method_config(model, method, config.epoch_scale,
+                                                             config.overrides))},
+                    needs=() if method == "dense" else (dense,),
+                ))  # fmt: skip
+    return specs
+
+
+def run(config: Config, out: str | Path, *, progress: bool = False, executor=None) -> dict:
     """Every (model, method, seed) run, then the table; returns the table rows."""
     out = Path(out)
     start = time.perf_counter()
     origin = provenance(("topoprune", "torch", "numpy"))  # the code that produced the runs
     device = resolve_device(config.device)
-    summaries = []
-    for model in config.models:
-        for seed in config.seeds:
-            settings = TrainSettings(seed=seed, device=device, progress=progress)
-            dense = _run(out, model, "dense", seed, config, settings)
-            for method in config.methods:
-                summaries.append(
-                    _run(out, model, method, seed, config, settings, init=dense["checkpoint"])
-                )
+    specs = plan(config, device)
+    records = run_specs(specs, out / "runs", executor, progress=progress)
+    summaries = [records[s.key] for s in specs if s.settings["method"] != "dense"]
     rows = table(summaries)
     write_study_summary(out / "table.json", {
         "rows": rows, "config": asdict(config),
         "wall_seconds": time.perf_counter() - start, "device": device,
+        "executor": describe(executor),
         "provenance": origin,
     })  # fmt: skip
     (out / "table.csv").write_text(to_csv(rows))
     (out / "table.md").write_text(to_markdown(rows))
-    return {"rows": rows, "wall_seconds": time.perf_counter() - start}
-
-
-def _run(out: Path, model: str, method: str, seed: int, config: Config, settings, init=None):
-    folder = out / "runs" / f"{model}-{method}-seed{seed}"
-    cfg = method_config(model, method, config.epoch_scale, config.overrides)
-    return prune_run(model, "mnist", method, cfg, settings, folder, resume=True, init=init)
+    return {"rows": rows, "wall_seconds": time.perf_counter() - start,
+            "submitted": records.submitted}  # fmt: skip
 
 
 def table(summaries: list[dict]) -> list[dict]:

@@ -632,32 +632,55 @@ def _load_study(name: str):
 def _study_run(args: argparse.Namespace) -> int:
     import dataclasses
 
+    from topoprune.runner import make_executor
+
     study = _load_study(args.name)
     config = study.QUICK if args.quick else study.Config()
     if args.device:
         config = dataclasses.replace(config, device=args.device)
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
     out = args.out or f"results/{args.name.replace('-', '_')}" + ("_quick" if args.quick else "")
-    result = study.run(config, out, progress=not args.quiet)
-    print(f"{args.name}: {len(result['rows'])} rows in {result['wall_seconds']:.0f} s -> {out}")
+    executor = make_executor(args.executor, jobs=args.jobs, address=args.address,
+                             max_retries=args.max_retries, threads=args.threads)  # fmt: skip
+    with executor:
+        import inspect
+
+        if "executor" in inspect.signature(study.run).parameters:
+            result = study.run(config, out, progress=not args.quiet, executor=executor)
+        else:  # TODO(#20): every study runs through the runner; this branch goes then
+            result = study.run(config, out, progress=not args.quiet)
+            result["submitted"] = []
+    print(f"{args.name}: {len(result['rows'])} rows, {len(result['submitted'])} runs this time, "
+          f"in {result['wall_seconds']:.0f} s -> {out}")  # fmt: skip
     return 0
 
 
 def _add_study_command(sub: argparse._SubParsersAction) -> None:
     study = sub.add_parser("study", help="run a study (results/ tables and data for figures)")
     study_sub = study.add_subparsers(dest="study_command", required=True, metavar="{run}")
-    run = study_sub.add_parser("run", help="run (or resume) a study")
+    run = study_sub.add_parser(
+        "run", help="run (or resume) a study",
+        description="Run a study's runs (those not done yet) on an executor, then its tables. "
+                    "Runs are resumable: a rerun submits only the unfinished ones.",
+    )  # fmt: skip
     run.add_argument("name", help="study name, e.g. pruning-table")
     run.add_argument("--quick", action="store_true", help="the minutes-long smoke version")
     run.add_argument("--out", help="output folder (default results/<name>[_quick])")
     run.add_argument("--device", help="auto, cpu or cuda (default: the study's, auto)")
-    run.add_argument("--threads", type=_positive_int,
-                     help="CPU threads for torch (default: torch's choice; 1 lets two studies "
-                          "share a 2-core machine)")  # fmt: skip
-    run.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    run.add_argument("--executor", choices=("local", "ray"), default="local",
+                     help="local processes (default) or Ray tasks (pip install "
+                          "'topoprune[ray]')")  # fmt: skip
+    run.add_argument("--jobs", type=_positive_int,
+                     help="runs at once (local default 1: in this process; ray default: as "
+                          "many as the cluster's CPUs)")  # fmt: skip
+    run.add_argument("--address", help="Ray cluster to attach to: auto, HOST:PORT or ray://... "
+                                       "(default: start a local Ray)")  # fmt: skip
+    run.add_argument("--max-retries", type=int, default=2,
+                     help="times a run whose worker was killed is retried (default 2); an "
+                          "exception inside a run is never retried")  # fmt: skip
+    run.add_argument("--threads", type=_positive_int, default=1,
+                     help="torch CPU threads inside each run (default 1, so results do not "
+                          "depend on --jobs)")  # fmt: skip
+    run.add_argument("--quiet", action="store_true", help="no per-run lines")
     run.set_defaults(func=_study_run)
 
 

@@ -1,0 +1,43 @@
+"""The task most studies' run specs name: one `topoprune prune` run of a zoo model on a
+registered data set, optionally started from another run's checkpoint."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from topoprune.prune.method import TrainConfig
+from topoprune.prune.methods import METHODS
+from topoprune.train.engine import TrainSettings
+from topoprune.train.run import prune_run
+
+TRAIN_TASK = "topoprune_studies._runs:train"
+
+
+def config_settings(config: TrainConfig) -> dict:
+    """A method's config as JSON values (tuples become lists), for a run spec's settings."""
+    return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
+def config_from_settings(method: str, values: dict) -> TrainConfig:
+    """The method's config back from :func:`config_settings` (lists become tuples again)."""
+    return METHODS[method].Config(
+        **{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    )
+
+
+def train(folder: Path, inputs: dict, *, model: str, dataset: str, method: str, seed: int,
+          device: str, config: dict, init: str | None = None, regrow: str | None = None,
+          batch_size: int = 128) -> dict:  # fmt: skip
+    """Run ``method`` on ``model`` in ``folder`` (resuming a killed attempt); ``init`` is the key
+    of the needed run whose final checkpoint this one starts from."""
+    settings = TrainSettings(seed=seed, device=device, batch_size=batch_size)
+    start = inputs[init]["checkpoint"] if init is not None else None
+    return prune_run(model, dataset, method, config_from_settings(method, config), settings,
+                     folder, resume=True, init=start, regrow=regrow)  # fmt: skip
+
+
+def describe(executor) -> str:
+    """What ran the runs, for a study's summary (``None``: the driver, one run at a time)."""
+    return executor.describe() if executor is not None else "local, 1 jobs, in the driver"
