@@ -35,6 +35,7 @@ def _invocation(record: dict) -> dict:
         "date": origin.get("date"),
         "torch_threads": origin.get("torch_threads"),
         "device": record.get("device"),
+        "executor": record.get("executor"),
     }.items() if value is not None}  # fmt: skip
 
 

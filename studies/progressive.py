@@ -11,9 +11,11 @@ each fraction, against the separate network (no laterals) and the dense progress
 Per task and fraction: mean +- std of column 2's test error over seeds, and paired t-tests
 (the same seed shares column 1, column 2's initialisation and the data order).
 
-Layout of ``results/progressive/``: ``column1/`` (task-A runs; checkpoints not in git),
-``runs/<task>-<sampler>-<fraction>-seed<k>.json`` (one column-2 training each), ``runs.csv``,
-``table.md``, ``tests.csv`` and ``summary.json``.
+Layout of ``results/progressive/``: ``runs/<key>-<hash>/`` (one folder per run, not in git:
+column 1's ``column1-dense-seed<k>`` and ``column1-dns-seed<k>``, and one column-2 training each,
+``task<side>-<sampler>-<fraction>-seed<k>``, whose ``summary.json`` is its row), ``runs.csv``,
+``table.md``, ``tests.csv`` and ``summary.json``. The runs can go to local processes or a Ray
+cluster (docs/running.md).
 """
 
 from __future__ import annotations
@@ -30,7 +32,6 @@ import torch
 from scipy import stats
 
 from topoprune.data import load_dataset
-from topoprune.data.cache import write_json_atomic
 from topoprune.data.images import ImageDataset, Split
 from topoprune.data.permuted import permuted_mnist
 from topoprune.errors import TopopruneError
@@ -44,9 +45,11 @@ from topoprune.models.progressive import (
 from topoprune.provenance import provenance
 from topoprune.prune.masks import add_masks
 from topoprune.prune.methods import METHODS
+from topoprune.runner import RunSpec, run_specs
 from topoprune.train.engine import Stage, TrainSettings, error_rate, resolve_device, run_stages
-from topoprune.train.run import load_trained_state, prune_run
+from topoprune.train.run import load_trained_state
 
+from ._runs import TRAIN_TASK, config_settings, describe
 from ._summary import write_study_summary
 from ._tables import rows_to_csv
 
@@ -79,20 +82,23 @@ QUICK = Config(tasks=(14,), samplers=("preferential", "random"), fractions=(0.05
                epochs=10, train_examples=1000, column1_epoch_scale=0.1)  # fmt: skip
 
 
-def _column1(out: Path, seed: int, config: Config, mnist: ImageDataset, device: str) -> dict:
-    settings = TrainSettings(seed=seed, device=device)
-    runs = {}
-    for method, init in (("dense", None), ("dns", "dense")):
+def _column1_specs(seed: int, config: Config, device: str) -> list[RunSpec]:
+    """Column 1 of a seed: the dense LeNet-300-100, then DNS from it."""
+    specs = []
+    for method in ("dense", "dns"):
         values = dict(COLUMN1_SETTINGS[method]) | config.overrides.get(f"column1-{method}", {})
         for key in ("epochs", "dense_epochs"):
             if values.get(key):
                 values[key] = max(1, round(values[key] * config.column1_epoch_scale))
-        runs[method] = prune_run(
-            "lenet300", "mnist", method, METHODS[method].Config(**values), settings,
-            out / "column1" / f"{method}-seed{seed}", resume=True, data=mnist,
-            init=runs[init]["checkpoint"] if init else None,
-        )  # fmt: skip
-    return runs["dns"]
+        init = f"column1-dense-seed{seed}" if method == "dns" else None
+        specs.append(RunSpec(
+            f"column1-{method}-seed{seed}", TRAIN_TASK,
+            {"model": "lenet300", "dataset": "mnist", "method": method, "seed": seed,
+             "device": device, "init": init,
+             "config": config_settings(METHODS[method].Config(**values))},
+            needs=(init,) if init else (),
+        ))  # fmt: skip
+    return specs
 
 
 def task_b(side: int, seed: int, mnist: ImageDataset, examples: int) -> ImageDataset:
@@ -108,60 +114,70 @@ def conditions(config: Config) -> list[tuple[str, float]]:
     return [("none", 0.0), *pairs, ("dense", 1.0)]
 
 
-def run(config: Config, out: str | Path, *, progress: bool = False) -> dict:
+def plan(config: Config, device: str) -> list[RunSpec]:
+    """Column 1 per seed, then column 2 per seed, task and condition (each needs its column 1)."""
+    specs = []
+    for seed in config.seeds:
+        specs += _column1_specs(seed, config, device)
+        for side in config.tasks:
+            for sampler, fraction in conditions(config):
+                specs.append(RunSpec(
+                    f"task{side}-{sampler}-{fraction:g}-seed{seed}", COLUMN2_TASK,
+                    {"side": side, "sampler": sampler, "fraction": fraction, "seed": seed,
+                     "width": list(config.width), "train_examples": config.train_examples,
+                     "epochs": config.epochs, "lr": config.lr,
+                     "weight_decay": config.weight_decay, "degree": config.degree,
+                     "device": device, "column1": f"column1-dns-seed{seed}"},
+                    needs=(f"column1-dns-seed{seed}",),
+                ))  # fmt: skip
+    return specs
+
+
+def run(config: Config, out: str | Path, *, progress: bool = False, executor=None) -> dict:
     out = Path(out)
     start = time.perf_counter()
     origin = provenance(("topoprune", "torch", "numpy", "scipy"))
     device = resolve_device(config.device)
-    mnist = load_dataset("mnist")
-    rows = []
-    for seed in config.seeds:
-        column1 = _column1(out, seed, config, mnist, device)
-        network = load_network(column1["checkpoint"])
-        degrees = source_degrees(network, config.degree)
-        for side in config.tasks:
-            data = task_b(side, seed, mnist, config.train_examples)
-            for sampler, fraction in conditions(config):
-                path = out / "runs" / f"task{side}-{sampler}-{fraction:g}-seed{seed}.json"
-                rows.append(train_column2(column1, degrees, data, side, sampler, fraction,
-                                          seed, config, path, device))  # fmt: skip
+    specs = plan(config, device)
+    records = run_specs(specs, out / "runs", executor, progress=progress)
+    rows = [_row(records[s.key]) for s in specs if s.task == COLUMN2_TASK]
     wall = time.perf_counter() - start
-    (out / "runs.csv").write_text(_csv(rows))
+    (out / "runs.csv").write_text(rows_to_csv(rows))
     tests = paired_tests(rows)
-    (out / "tests.csv").write_text(_csv(tests))
+    (out / "tests.csv").write_text(rows_to_csv(tests))
     (out / "table.md").write_text(to_markdown(rows, tests))
     write_study_summary(out / "summary.json", {
         "config": asdict(config), "device": device, "wall_seconds": wall,
-        "provenance": origin,
+        "executor": describe(executor), "provenance": origin,
     })  # fmt: skip
-    return {"rows": rows, "wall_seconds": wall}
+    return {"rows": rows, "wall_seconds": wall, "submitted": records.submitted}
 
 
-def train_column2(column1: dict, degrees: list[np.ndarray], data: ImageDataset, side: int,
-                  sampler: str, fraction: float, seed: int, config: Config, path: Path,
-                  device: str) -> dict:  # fmt: skip
-    """Train column 2 on task B beside the frozen column 1 (cached in ``path``)."""
-    key = {"task": side, "sampler": sampler, "fraction": fraction, "seed": seed,
-           "width": list(config.width), "train_examples": config.train_examples,
-           "epochs": config.epochs, "lr": config.lr, "weight_decay": config.weight_decay,
-           "degree": config.degree, "column1": column1["checkpoint"]}  # fmt: skip
-    if path.exists():
-        cached = json.loads(path.read_text())
-        if cached.get("key") == key:
-            return cached
+def _row(record: dict) -> dict:
+    return {k: v for k, v in record.items() if k != "run_spec"}
+
+
+COLUMN2_TASK = "topoprune_studies.progressive:train_column2"
+
+
+def train_column2(folder: Path, inputs: dict, *, side: int, sampler: str, fraction: float,
+                  seed: int, width: list[int], train_examples: int, epochs: int, lr: float,
+                  weight_decay: float, degree: str, device: str, column1: str) -> dict:  # fmt: skip
+    """Train column 2 on task B beside the frozen column 1 (the run ``column1`` names); its row."""
     start = time.perf_counter()
+    first_run = inputs[column1]
+    degrees = source_degrees(load_network(first_run["checkpoint"]), degree)
+    data = task_b(side, seed, load_dataset("mnist"), train_examples)
     first = add_masks(mlp_column(COLUMN1))
-    load_trained_state(first, column1["checkpoint"])
-    widths = [COLUMN1[0], *config.width, COLUMN1[-1]]
+    load_trained_state(first, first_run["checkpoint"])
+    widths = [COLUMN1[0], *width, COLUMN1[-1]]
     masks = lateral_masks(degrees, widths, sampler, fraction, seed)
     torch.manual_seed(seed)  # column 2's initialisation: the same for every condition of a seed
     second = mlp_column(widths)
     model = ProgressiveMLP([first, second], masks)
-    stage = Stage("task-B", config.epochs, config.lr, config.weight_decay, lr_end=0.0,
-                  snapshot=False)  # fmt: skip
+    stage = Stage("task-B", epochs, lr, weight_decay, lr_end=0.0, snapshot=False)
     run_stages(model, [stage], data, TrainSettings(seed=seed, device=device))
-    row = {
-        "key": key,
+    return {
         "task": side,
         "sampler": sampler,
         "fraction": fraction,
@@ -169,12 +185,9 @@ def train_column2(column1: dict, degrees: list[np.ndarray], data: ImageDataset, 
         "lateral_connections": int(sum(int(m.sum()) for m in masks.values())),
         "test_error": error_rate(model, data.test, device),
         "val_error": error_rate(model, data.val, device),
-        "column1_test_error_A": column1["test_error"],
+        "column1_test_error_A": first_run["test_error"],
         "seconds": time.perf_counter() - start,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(path, row)
-    return row
 
 
 def paired_tests(rows: list[dict]) -> list[dict]:
@@ -202,10 +215,6 @@ def paired_tests(rows: list[dict]) -> list[dict]:
                 "preferential_better_in": int((diff < 0).sum()), "p_paired_t": p,
             })  # fmt: skip
     return tests
-
-
-def _csv(rows: list[dict]) -> str:
-    return rows_to_csv([{k: v for k, v in r.items() if k != "key"} for r in rows])
 
 
 def summary_by_condition(rows: list[dict]) -> dict[tuple, tuple[float, float, int]]:
@@ -239,11 +248,11 @@ def figures(results: str | Path, out: str | Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     results, out = Path(results), Path(out)
-    files = sorted((results / "runs").glob("*.json"))
-    if not files:
-        raise TopopruneError(f"{results / 'runs'} holds no runs: run `topoprune study run "
-                             "progressive` first")  # fmt: skip
-    rows = [json.loads(p.read_text()) for p in files]
+    records = [json.loads(p.read_text()) for p in sorted((results / "runs").glob("*/summary.json"))]
+    rows = [_row(r) for r in records if r.get("run_spec", {}).get("task") == COLUMN2_TASK]
+    if not rows:
+        raise TopopruneError(f"{results / 'runs'} holds no column-2 runs: run `topoprune study "
+                             "run progressive` first")  # fmt: skip
     stats_ = summary_by_condition(rows)
     tasks = sorted({t for t, _, _ in stats_})
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 3.6), squeeze=False)

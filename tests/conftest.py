@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
 import pytest
 
 from topoprune.data import ImageDataset, load_mnist
+from topoprune.runner.task import WORKER
 
 
 @pytest.fixture(scope="session")
@@ -37,3 +45,42 @@ def pruned_lenet300():
         if isinstance(module, nn.Linear):
             prune.l1_unstructured(module, "weight", amount=0.9)
     return model
+
+
+def _kill_when_started(root: Path, key: str, killed: list[int], after: str | None = None):
+    """SIGKILL the process running ``key`` once it has started (and, with ``after``, once that
+    file exists in its temporary folder); the pids killed go in ``killed``."""
+
+    def watch() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            for worker in root.glob(f"{key}-*.partial/{WORKER}"):
+                if after is not None and not (worker.parent / after).exists():
+                    continue
+                try:
+                    pid = json.loads(worker.read_text())["pid"]
+                except (OSError, ValueError):
+                    continue
+                if pid != os.getpid():
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+                    return
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.fixture
+def kill_when_started():
+    """``kill_when_started(root, key, killed, after=None)``: a thread that SIGKILLs the worker
+    running run ``key`` under ``root`` (the runner's worker.json names it)."""
+    return _kill_when_started
+
+
+@pytest.fixture
+def ray_temp_dir(tmp_path_factory) -> str:
+    """Ray's session files under the test's temporary folder (kept short: socket paths are
+    limited to 107 characters)."""
+    return str(tmp_path_factory.mktemp("ray"))
