@@ -4,13 +4,14 @@
         [--repeats 20] [--out results/benchmarks/structured_speed.json]
 
 Reads the structured study's runs (``topoprune study run structured`` trains them; their
-checkpoints stay in ``runs/``) and, per (model, data set, seed), times the dense model, every
-structured result compacted into a smaller dense model, and the unstructured (magnitude) model
-at filter-l1's parameter count, both as its dense layers and through CSR products, in
-interleaved rounds at batch 1 and 128 (median of ``--repeats`` passes per round; the speedup is
-the median over rounds of the dense model's time over the model's time in the same round).
-Also parameters, multiply-accumulates and bytes stored (dense state dict; CSR for the sparse
-form). Prints the mean speedups per method and writes every row.
+checkpoints stay in ``runs/<key>-<hash>/``, found through the study's ``summary.json``) and,
+per (model, data set, seed), times the dense model, every structured result compacted into a
+smaller dense model, and the unstructured (magnitude) model at filter-l1's parameter count, both
+as its dense layers and through CSR products, in interleaved rounds at batch 1 and 128 (median
+of ``--repeats`` passes per round; the speedup is the median over rounds of the dense model's
+time over the model's time in the same round). Also parameters, multiply-accumulates and bytes
+stored (dense state dict; CSR for the sparse form). Prints the mean speedups per method and
+writes every row.
 """
 
 from __future__ import annotations
@@ -25,22 +26,29 @@ from pathlib import Path
 import numpy as np
 
 from topoprune.provenance import provenance
-from topoprune_studies.structured import speed_part
+from topoprune_studies.structured import run_key, speed_part
 
 
 def runs_of(results: Path) -> list[dict]:
     """The main part's runs of a structured study's results folder (``runs.csv``), those whose
-    checkpoints are still there."""
-    table = results / "runs.csv"
-    if not table.exists():
+    checkpoints are still there: each run's folder from the study's ``summary.json``
+    (``run_folders``, by run key), its checkpoint from the run's own ``summary.json``."""
+    table, summary = results / "runs.csv", results / "summary.json"
+    if not table.exists() or not summary.exists():
         return []
+    folders = json.loads(summary.read_text()).get("run_folders", {})
     rows = []
     for row in csv.DictReader(io.StringIO(table.read_text())):
-        name = f"{row['model']}-{row['dataset']}-{row['method']}-seed{row['seed']}"
-        checkpoint = results / "runs" / name / "checkpoint.pt"
+        seed = int(row["seed"])
+        key = run_key(row["model"], row["dataset"], row["method"], seed)
+        record = results / folders[key] / "summary.json" if key in folders else None
+        if record is None or not record.exists():
+            continue
+        # the checkpoint's name in the run's folder, wherever the results folder is now
+        checkpoint = record.parent / Path(json.loads(record.read_text())["checkpoint"]).name
         if checkpoint.exists():
             rows.append({"model": row["model"], "dataset": row["dataset"],
-                         "method": row["method"], "seed": int(row["seed"]),
+                         "method": row["method"], "seed": seed,
                          "checkpoint": str(checkpoint)})  # fmt: skip
     return rows
 

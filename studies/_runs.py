@@ -1,5 +1,6 @@
 """The task most studies' run specs name: one `topoprune prune` run of a zoo model on a
-registered data set, optionally started from another run's checkpoint."""
+registered data set (or the start of its training split), optionally started from another run's
+checkpoint."""
 
 from __future__ import annotations
 
@@ -7,10 +8,13 @@ import dataclasses
 import json
 from pathlib import Path
 
+from topoprune.data import load_dataset
 from topoprune.prune.method import TrainConfig
 from topoprune.prune.methods import METHODS
 from topoprune.train.engine import TrainSettings
 from topoprune.train.run import prune_run
+
+from ._data import subset
 
 TRAIN_TASK = "topoprune_studies._runs:train"
 
@@ -27,15 +31,17 @@ def config_from_settings(method: str, values: dict) -> TrainConfig:
     )
 
 
-def train(folder: Path, inputs: dict, *, model: str, dataset: str, method: str, seed: int,
-          device: str, config: dict, init: str | None = None, regrow: str | None = None,
-          batch_size: int = 128) -> dict:  # fmt: skip
-    """Run ``method`` on ``model`` in ``folder`` (resuming a killed attempt); ``init`` is the key
-    of the needed run whose final checkpoint this one starts from."""
+def train(folder: Path, inputs: dict, *, model: str, method: str, seed: int, device: str,
+          config: dict, dataset: str = "mnist", train_subset: int = 0, init: str | None = None,
+          regrow: str | None = None, batch_size: int = 128) -> dict:  # fmt: skip
+    """Run ``method`` on ``model`` in ``folder`` (resuming a killed attempt) on ``dataset``, its
+    training split cut to the first ``train_subset`` images (0: all); ``init`` is the key of the
+    needed run whose final checkpoint this one starts from."""
     settings = TrainSettings(seed=seed, device=device, batch_size=batch_size)
     start = inputs[init]["checkpoint"] if init is not None else None
+    data = subset(load_dataset(dataset), train_subset)
     return prune_run(model, dataset, method, config_from_settings(method, config), settings,
-                     folder, resume=True, init=start, regrow=regrow)  # fmt: skip
+                     folder, resume=True, data=data, init=start, regrow=regrow)  # fmt: skip
 
 
 def describe(executor) -> str:

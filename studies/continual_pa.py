@@ -15,9 +15,21 @@ rate against d_i(0) d_j(0) (exponent beta, 95% bootstrap interval, cumulative fo
 per node layer, the degree distributions before and after (fits and a two-sample test), and the
 test error of every model on both tasks.
 
-Layout of ``results/continual_pa/``: ``runs/`` (training summaries; checkpoints beside them, not
-in git), ``attach/<model>-<method>-<task>-seed<k>.json`` (every measurement and the degrees),
-``rates.csv``, ``growth.csv``, ``accuracy.csv``, ``table.md`` and ``summary.json``.
+The runs are specs (docs/running.md), each in its own folder ``runs/<key>-<hash>/``:
+
+- ``<model>-dense-seed<k>``: the dense model on task A;
+- ``<model>-<method>-A-seed<k>``: needs the dense run (starts from its checkpoint);
+- ``<model>-<method>-B-<task>-seed<k>``: needs the task-A run (its network, connections given
+  back);
+- ``<model>-<method>-<task>-seed<k>-attach``: the measurements, needing the A and B runs.
+
+A finished run is never rerun, so an interrupted study resumes where it stopped, and the runs
+can go to local processes or a Ray cluster.
+
+Layout of ``results/continual_pa/``: ``runs/`` (the runs' summaries; checkpoints beside them,
+not in git), ``attach/<model>-<method>-<task>-seed<k>.json`` (every measurement and the degrees,
+copied from the measuring runs' records; what the figures read), ``rates.csv``, ``growth.csv``,
+``accuracy.csv``, ``table.md`` and ``summary.json``.
 """
 
 from __future__ import annotations
@@ -42,9 +54,11 @@ from topoprune.models import build_model
 from topoprune.provenance import provenance
 from topoprune.prune.masks import add_masks
 from topoprune.prune.methods import METHODS
+from topoprune.runner import RunSpec, run_specs
 from topoprune.train.engine import TrainSettings, error_rate, resolve_device
 from topoprune.train.run import load_trained_state, prune_run
 
+from ._runs import config_from_settings, config_settings, describe
 from ._summary import write_study_summary
 from ._tables import mean_sd, rows_to_csv
 
@@ -141,35 +155,59 @@ def model_from_checkpoint(path: str | Path, model_name: str, device: str) -> tor
     return model.to(device)
 
 
-def run(config: Config, out: str | Path, *, progress: bool = False) -> dict:
+TRAIN_TASK = "topoprune_studies.continual_pa:train"
+MEASURE_TASK = "topoprune_studies.continual_pa:measure"
+
+
+def plan(config: Config, device: str) -> list[RunSpec]:
+    """Per model and seed: the dense run on task A; per method the task-A run from it; per task
+    B the run from the task-A one, and the measurement between the two."""
+    specs = []
+    for model in config.models:
+        for seed in config.seeds:
+            common = {"model": model, "seed": seed, "device": device,
+                      "train_size": config.train_size}  # fmt: skip
+            dense = f"{model}-dense-seed{seed}"
+            specs.append(RunSpec(dense, TRAIN_TASK, {
+                **common, "method": "dense", "task": None,
+                "config": config_settings(method_config(model, "dense", None, config)),
+            }))  # fmt: skip
+            for method in config.methods:
+                a = f"{model}-{method}-A-seed{seed}"
+                specs.append(RunSpec(a, TRAIN_TASK, {
+                    **common, "method": method, "task": None, "init": dense,
+                    "config": config_settings(method_config(model, method, "A", config)),
+                }, needs=(dense,)))  # fmt: skip
+                for task in tasks(config):
+                    b = f"{model}-{method}-B-{task}-seed{seed}"
+                    specs.append(RunSpec(b, TRAIN_TASK, {
+                        **common, "method": method, "task": task, "init": a,
+                        "regrow": config.regrow,
+                        "config": config_settings(method_config(model, method, "B", config)),
+                    }, needs=(a,)))  # fmt: skip
+                    specs.append(RunSpec(f"{model}-{method}-{task}-seed{seed}-attach",
+                                         MEASURE_TASK, {
+                        "a": a, "b": b, "task": task, "seed": seed, "n_boot": config.n_boot,
+                        "fit_boot": config.fit_boot, "device": device,
+                    }, needs=(a, b)))  # fmt: skip
+    return specs
+
+
+def run(config: Config, out: str | Path, *, progress: bool = False, executor=None) -> dict:
     out = Path(out)
     start = time.perf_counter()
     origin = provenance(("topoprune", "torch", "numpy", "scipy"))
     device = resolve_device(config.device)
-    mnist = load_dataset("mnist")
-    task_a = _subset(mnist, config.train_size)
+    specs = plan(config, device)
+    runs = run_specs(specs, out / "runs", executor, progress=progress)
     records = []
-    for model in config.models:
-        for seed in config.seeds:
-            settings = TrainSettings(seed=seed, device=device, progress=progress)
-
-            def folder(name: str, model=model, seed=seed) -> Path:
-                return out / "runs" / f"{model}-{name}-seed{seed}"
-
-            dense = prune_run(model, "mnist", "dense", method_config(model, "dense", None, config),
-                              settings, folder("dense"), resume=True, data=task_a)  # fmt: skip
-            for method in config.methods:
-                a = prune_run(model, "mnist", method, method_config(model, method, "A", config),
-                              settings, folder(f"{method}-A"), resume=True, data=task_a,
-                              init=dense["checkpoint"])  # fmt: skip
-                for task in tasks(config):
-                    data = task_data(task, mnist, seed, config.train_size)
-                    b = prune_run(model, "mnist" if task == CONTROL else "permuted-mnist",
-                                  method, method_config(model, method, "B", config), settings,
-                                  folder(f"{method}-B-{task}"), resume=True, data=data,
-                                  init=a["checkpoint"], regrow=config.regrow)  # fmt: skip
-                    path = out / "attach" / f"{model}-{method}-{task}-seed{seed}.json"
-                    records.append(measure(a, b, task, data, mnist, config, path, device))
+    for spec in specs:
+        if spec.task == MEASURE_TASK:
+            record = {k: v for k, v in runs[spec.key].items() if k != "run_spec"}
+            k = record["key"]
+            path = out / "attach" / f"{k['model']}-{k['method']}-{k['task']}-seed{k['seed']}.json"
+            _write_if_changed(path, record)
+            records.append(record)
     wall = time.perf_counter() - start
     rates, growth, accuracy = tidy(records)
     (out / "rates.csv").write_text(rows_to_csv(rates))
@@ -179,27 +217,58 @@ def run(config: Config, out: str | Path, *, progress: bool = False) -> dict:
     (out / "digest.md").write_text(to_digest(rates, growth, accuracy))
     write_study_summary(out / "summary.json", {
         "config": asdict(config), "device": device, "wall_seconds": wall,
-        "provenance": origin, "regrow": config.regrow,
+        "executor": describe(executor), "provenance": origin, "regrow": config.regrow,
     })  # fmt: skip
-    return {"rows": rates, "wall_seconds": wall}
+    return {"rows": rates, "wall_seconds": wall, "submitted": runs.submitted}
 
 
-def measure(a: dict, b: dict, task: str, data: ImageDataset, mnist: ImageDataset,
-            config: Config, path: Path, device: str) -> dict:  # fmt: skip
-    """Attachment, growth and distributions between task A's and task B's masks (cached)."""
-    key = {"model": a["model"], "method": a["method"], "task": task, "seed": a["seed"],
-           "n_boot": config.n_boot, "fit_boot": config.fit_boot}  # fmt: skip
-    if path.exists():
-        cached = json.loads(path.read_text())
-        if cached.get("key") == key:
-            return cached
-    before, after = load_network(a["checkpoint"]), load_network(b["checkpoint"])
+def _write_if_changed(path: Path, record: dict) -> None:
+    """Write ``record`` unless ``path`` holds it already (a rerun leaves the files alone)."""
+    text = json.dumps(record, sort_keys=True)  # as text: NaN equals NaN
+    try:
+        if json.dumps(json.loads(path.read_text()), sort_keys=True) == text:
+            return
+    except (OSError, ValueError):
+        pass
+    write_json_atomic(path, record)
+
+
+def train(folder: Path, inputs: dict, *, model: str, method: str, seed: int, device: str,
+          config: dict, task: str | None, train_size: int | None = None,
+          init: str | None = None, regrow: str | None = None) -> dict:  # fmt: skip
+    """One training run in ``folder`` (resuming a killed attempt) on task A (``task`` None:
+    MNIST) or task B ``task``, each cut to ``train_size`` training images; ``init`` is the key
+    of the run whose checkpoint it starts from, with its pruned connections given back by
+    ``regrow``."""
+    mnist = load_dataset("mnist")
+    if task is None:
+        data = _subset(mnist, train_size)
+    else:
+        data = task_data(task, mnist, seed, train_size)
+    dataset = "mnist" if task in (None, CONTROL) else "permuted-mnist"
+    settings = TrainSettings(seed=seed, device=device)
+    start = inputs[init]["checkpoint"] if init is not None else None
+    return prune_run(model, dataset, method, config_from_settings(method, config), settings,
+                     folder, resume=True, data=data, init=start, regrow=regrow)  # fmt: skip
+
+
+def measure(folder: Path, inputs: dict, *, a: str, b: str, task: str, seed: int, n_boot: int,
+            fit_boot: int, device: str) -> dict:  # fmt: skip
+    """Attachment, growth and distributions between the masks of run ``a`` (task A) and run
+    ``b`` (task ``task``), and both models' test errors on both tasks: the record
+    ``attach/<model>-<method>-<task>-seed<k>.json`` holds."""
+    run_a, run_b = inputs[a], inputs[b]
+    key = {"model": run_a["model"], "method": run_a["method"], "task": task, "seed": seed,
+           "n_boot": n_boot, "fit_boot": fit_boot}  # fmt: skip
+    before, after = load_network(run_a["checkpoint"]), load_network(run_b["checkpoint"])
     result = compare_snapshots(
-        before, after, n_boot=config.n_boot, seed=a["seed"],
-        fit_options={"mode": "clauset", "n_boot": config.fit_boot, "seed": a["seed"]},
+        before, after, n_boot=n_boot, seed=seed,
+        fit_options={"mode": "clauset", "n_boot": fit_boot, "seed": seed},
     )  # fmt: skip
-    model_a = model_from_checkpoint(a["checkpoint"], a["model"], device)
-    model_b = model_from_checkpoint(b["checkpoint"], b["model"], device)
+    mnist = load_dataset("mnist")
+    data = task_data(task, mnist, seed, None)  # its test split: the same for every train size
+    model_a = model_from_checkpoint(run_a["checkpoint"], run_a["model"], device)
+    model_b = model_from_checkpoint(run_b["checkpoint"], run_b["model"], device)
     errors = {
         "A_on_A": error_rate(model_a, mnist.test, device),
         "A_on_B": error_rate(model_a, data.test, device),
@@ -207,12 +276,12 @@ def measure(a: dict, b: dict, task: str, data: ImageDataset, mnist: ImageDataset
         "B_on_A": error_rate(model_b, mnist.test, device),
     }
     pairs = zip(before.node_layers(), after.node_layers(), strict=True)
-    record = {
+    return {
         "key": key,
         "result": result,
         "errors": errors,
-        "compression": {"A": a["compression"], "B": b["compression"]},
-        "regrown": b.get("regrown"),
+        "compression": {"A": run_a["compression"], "B": run_b["compression"]},
+        "regrown": run_b.get("regrown"),
         "degrees": [
             {
                 "node_layer": n0.name,
@@ -222,9 +291,6 @@ def measure(a: dict, b: dict, task: str, data: ImageDataset, mnist: ImageDataset
             for n0, n1 in pairs
         ],
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(path, record)
-    return record
 
 
 def tidy(records: list[dict]) -> tuple[list[dict], list[dict], list[dict]]:

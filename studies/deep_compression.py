@@ -4,7 +4,7 @@
     topoprune figures --study deep-compression
 
 Each seed's dense model and its magnitude-pruned model are the pruning-table study's runs (same
-settings, trained here into ``runs/``). Then trained quantisation (``topoprune prune --method
+settings, trained here). Then trained quantisation (``topoprune prune --method
 trained-quantization`` at the paper's bits: 6 for every LeNet-300-100 layer, 8 for LeNet-5's
 convolutions and 5 for its linear layers), ``topoprune compress`` with 5-bit relative indices and
 Huffman coding, and every error is measured on the model decoded from the compressed file.
@@ -12,8 +12,20 @@ Huffman coding, and every error is measured on the model decoded from the compre
 Parts: the paper's Tables 1-3 (``table.csv``, ``layers.csv``); test error against weight bits
 (2-8, every layer) with and without centroid training (``bits.csv``); the memory footprint of a
 99%-sparse LeNet-300-100 in dense, CSR and this format, beside a small dense MLP
-(``footprint.csv``); the structured study compares structured and unstructured footprints. A
-run whose summary exists is not rerun, so the study resumes.
+(``footprint.csv``); the structured study compares structured and unstructured footprints.
+
+Every training run and every compressed file (k-means, Huffman coding, then decoding and testing
+it) is a run spec in ``runs/<key>-<hash>/``: a finished one is never rerun, so an interrupted
+study resumes where it stopped, and the runs can go to local processes or a Ray cluster
+(docs/running.md). The keys, each ending in ``-seed<k>``:
+
+- ``<model>-dense``, then ``<model>-magnitude`` (needs it): the pruning table's runs;
+- ``<model>-magnitude-quantized-<bits>-e<epochs>`` (trained quantisation at ``<bits>``, e.g.
+  ``conv8-fc6``; needs the magnitude run), then its file, the same key with ``-compressed``;
+- the sweep's k-means-only files of the magnitude run,
+  ``<model>-magnitude-kmeans-<bits>-compressed`` (needing it);
+- the footprint's ``lenet300-magnitude99`` (needs the dense run), its trained quantisation and
+  file (``lenet300-magnitude99-quantized-...``), and ``mlp40-dense``.
 """
 
 from __future__ import annotations
@@ -29,18 +41,18 @@ import numpy as np
 import torch
 
 from topoprune.compress.api import compress_checkpoint, decompressed_state_dict
-from topoprune.data import ImageDataset
+from topoprune.data import ImageDataset, load_dataset
 from topoprune.errors import TopopruneError
 from topoprune.io import load_network
 from topoprune.models import build_model
 from topoprune.provenance import provenance
 from topoprune.prune.methods import METHODS
-from topoprune.train.engine import TrainSettings, resolve_device
+from topoprune.runner import RunSpec, run_specs
+from topoprune.train.engine import resolve_device
 from topoprune.train.optim import error_rate
-from topoprune.train.run import prune_run
 
 from . import pruning_table
-from ._data import mnist
+from ._runs import TRAIN_TASK, config_settings, describe
 from ._summary import write_study_summary
 from ._tables import columns_of, mean_sd, rows_to_csv, rows_to_markdown
 
@@ -89,49 +101,44 @@ QUICK = Config(models=("lenet300",), seeds=(0,), epoch_scale=0.05, finetune_epoc
                train_subset=2000)  # fmt: skip
 
 
-class Study:
-    """Runs in ``out/runs/<model>-<name>-seed<k>/``, compressed files beside their checkpoints."""
+COMPRESS_TASK = "topoprune_studies.deep_compression:compress"
 
-    def __init__(self, out: Path, config: Config, progress: bool) -> None:
-        self.out, self.config, self.progress = out, config, progress
-        self.device = resolve_device(config.device)
-        self.data: ImageDataset = mnist(config.train_subset)
 
-    def settings(self, seed: int) -> TrainSettings:
-        return TrainSettings(seed=seed, device=self.device, progress=self.progress)
+def compress(folder: Path, inputs: dict, *, model: str, run: str, device: str, index_bits: int,
+             conv_bits: int, fc_bits: int, fixed: bool = False,
+             exact: bool = False) -> dict:  # fmt: skip
+    """Compress the final checkpoint of the needed run ``run`` into ``model.tprz`` (Huffman
+    coded) and, with ``fixed``, ``model-fixed.tprz`` (fixed-width codes); each file's report and
+    the test error of the model decoded from it; with ``exact``, whether ``model.tprz`` decodes
+    to exactly the checkpoint's masked weights."""
+    checkpoint = inputs[run]["checkpoint"]
+    data = load_dataset("mnist")
+    options = {"index_bits": index_bits, "conv_bits": conv_bits, "fc_bits": fc_bits}
+    record = {"huffman": _compressed(model, checkpoint, folder / "model.tprz", data, device,
+                                     **options)}  # fmt: skip
+    if fixed:
+        record["fixed"] = _compressed(model, checkpoint, folder / "model-fixed.tprz", data,
+                                      device, use_huffman=False, **options)  # fmt: skip
+    if exact:
+        record["decoded_exactly"] = _exact(checkpoint, folder / "model.tprz")
+    return record
 
-    def folder(self, model: str, name: str, seed: int) -> Path:
-        return self.out / "runs" / f"{model}-{name}-seed{seed}"
 
-    def train(self, model: str, name: str, seed: int, method: str, cfg, init=None) -> dict:
-        return prune_run(model, "mnist", method, cfg, self.settings(seed),
-                         self.folder(model, name, seed), resume=True, init=init,
-                         data=self.data)  # fmt: skip
+def _compressed(model: str, checkpoint: str, path: Path, data: ImageDataset, device: str,
+                **options) -> dict:  # fmt: skip
+    report = compress_checkpoint(checkpoint, path, **options)
+    return {"file": str(path), "file_bytes": report.file_bytes,
+            "tensor_bytes": report.tensor_bytes, "total": report.total(),
+            "ratios": report.ratios(), "rows": report.rows(),
+            "test_error": error_of_file(model, path, data, device)}  # fmt: skip
 
-    def pruned(self, model: str, seed: int) -> tuple[dict, dict]:
-        """The pruning table's dense and magnitude runs for (model, seed)."""
-        scale = self.config.epoch_scale
-        dense_cfg = pruning_table.method_config(model, "dense", scale, {})
-        dense = self.train(model, "dense", seed, "dense", dense_cfg)
-        magnitude_cfg = pruning_table.method_config(model, "magnitude", scale, {})
-        pruned = self.train(model, "magnitude", seed, "magnitude", magnitude_cfg,
-                            init=dense["checkpoint"])  # fmt: skip
-        return dense, pruned
 
-    def quantised(self, model: str, seed: int, init: str, epochs: int, of: str = "magnitude",
-                  **bits) -> dict:  # fmt: skip
-        """Trained quantisation of the run ``of`` (whose checkpoint is ``init``)."""
-        cfg = METHODS["trained-quantization"].Config(epochs=epochs, **FINETUNE, **bits)
-        name = "-".join(f"{k.split('_')[0]}{v}" for k, v in sorted(bits.items()))
-        return self.train(model, f"{of}-quantized-{name}-e{epochs}", seed,
-                          "trained-quantization", cfg, init)  # fmt: skip
-
-    def error_of_file(self, model: str, path: Path) -> float:
-        """Test error of the model decoded from a compressed file (no topoprune masks needed)."""
-        net = build_model(model, self.data.num_classes)
-        state = {k: torch.from_numpy(v) for k, v in decompressed_state_dict(path).items()}
-        net.load_state_dict(state)
-        return error_rate(net.to(self.device), self.data.test, self.device)
+def error_of_file(model: str, path: Path, data: ImageDataset, device: str) -> float:
+    """Test error of the model decoded from a compressed file (no topoprune masks needed)."""
+    net = build_model(model, data.num_classes)
+    state = {k: torch.from_numpy(v) for k, v in decompressed_state_dict(path).items()}
+    net.load_state_dict(state)
+    return error_rate(net.to(device), data.test, device)
 
 
 def _exact(checkpoint: str, path: Path) -> bool:
@@ -141,67 +148,140 @@ def _exact(checkpoint: str, path: Path) -> bool:
     return all(np.array_equal(ours[name], theirs[name]) for name in ours)
 
 
-def main_part(study: Study) -> tuple[list[dict], list[dict]]:
-    """Han et al.'s pipeline per (model, seed): one row per stage, one per layer."""
-    config, stages, layers = study.config, [], []
+def _bits_name(bits: dict) -> str:
+    """``conv8-fc6`` for ``{"conv_bits": 8, "fc_bits": 6}``."""
+    return "-".join(f"{k.split('_')[0]}{v}" for k, v in sorted(bits.items()))
+
+
+class Plan:
+    """The study's run specs (a run several parts use is listed once), and the part that first
+    asked for each."""
+
+    def __init__(self, config: Config, device: str) -> None:
+        self.config, self.device = config, device
+        self.specs: dict[str, RunSpec] = {}
+        self.parts: dict[str, str] = {}
+
+    def add(self, part: str, spec: RunSpec) -> str:
+        known = self.specs.setdefault(spec.key, spec)
+        if known != spec:
+            raise TopopruneError(f"run {spec.key} is planned twice with different settings")
+        self.parts.setdefault(spec.key, part)
+        return spec.key
+
+    def train(self, part: str, model: str, name: str, seed: int, method: str, cfg,
+              init: str | None = None) -> str:  # fmt: skip
+        """A training run keyed ``<model>-<name>-seed<k>``, from the run ``init`` if given."""
+        return self.add(part, RunSpec(
+            f"{model}-{name}-seed{seed}", TRAIN_TASK,
+            {"model": model, "method": method, "seed": seed, "device": self.device,
+             "train_subset": self.config.train_subset, "config": config_settings(cfg),
+             "init": init},
+            needs=(init,) if init is not None else (),
+        ))  # fmt: skip
+
+    def pruned(self, part: str, model: str, seed: int) -> tuple[str, str]:
+        """The pruning table's dense and magnitude runs for (model, seed)."""
+        scale = self.config.epoch_scale
+        dense_cfg = pruning_table.method_config(model, "dense", scale, {})
+        dense = self.train(part, model, "dense", seed, "dense", dense_cfg)
+        magnitude_cfg = pruning_table.method_config(model, "magnitude", scale, {})
+        pruned = self.train(part, model, "magnitude", seed, "magnitude", magnitude_cfg,
+                            init=dense)  # fmt: skip
+        return dense, pruned
+
+    def quantised(self, part: str, model: str, seed: int, init: str, epochs: int, bits: dict,
+                  of: str = "magnitude", **file) -> tuple[str, str]:  # fmt: skip
+        """Trained quantisation of the run ``init`` (named ``of``) at ``bits``: its key, and the
+        key of its compressed file at the same bits (``file``: :meth:`compressed`'s options)."""
+        cfg = METHODS["trained-quantization"].Config(epochs=epochs, **FINETUNE, **bits)
+        name = f"{of}-quantized-{_bits_name(bits)}-e{epochs}"
+        key = self.train(part, model, name, seed, "trained-quantization", cfg, init)
+        return key, self.compressed(part, model, name, seed, key, bits, **file)
+
+    def compressed(self, part: str, model: str, name: str, seed: int, run: str, bits: dict,
+                   fixed: bool = False, exact: bool = False) -> str:  # fmt: skip
+        """The compressed file of the run ``run`` (:func:`compress`), keyed
+        ``<model>-<name>-compressed-seed<k>``."""
+        return self.add(part, RunSpec(
+            f"{model}-{name}-compressed-seed{seed}", COMPRESS_TASK,
+            {"model": model, "run": run, "device": self.device,
+             "index_bits": self.config.index_bits, "fixed": fixed, "exact": exact, **bits},
+            needs=(run,),
+        ))  # fmt: skip
+
+
+def main_part(plan: Plan) -> list[tuple[str, int, str, str, str]]:
+    """Han et al.'s pipeline per (model, seed): the dense, pruned and compressed runs' keys."""
+    config, runs = plan.config, []
     for model in config.models:
         for seed in config.seeds:
-            dense, pruned = study.pruned(model, seed)
-            trained = study.quantised(model, seed, pruned["checkpoint"], config.finetune_epochs,
-                                      **BITS[model])  # fmt: skip
-            folder = Path(trained["checkpoint"]).parent
-            report = compress_checkpoint(trained["checkpoint"], folder / "model.tprz",
-                                         index_bits=config.index_bits, **BITS[model])  # fmt: skip
-            fixed = compress_checkpoint(trained["checkpoint"], folder / "model-fixed.tprz",
-                                        index_bits=config.index_bits, use_huffman=False,
-                                        **BITS[model])  # fmt: skip
-            error = study.error_of_file(model, folder / "model.tprz")
-            fixed_error = study.error_of_file(model, folder / "model-fixed.tprz")
-            total, ratios = report.total(), report.ratios()
-            common = {"model": model, "seed": seed}
-            stages += [
-                {**common, "stage": "dense", "bytes": total["dense_bytes"], "ratio": 1.0,
-                 "test_error": 100 * dense["test_error"]},
-                {**common, "stage": "pruned", "bytes": total["pruned_bytes"],
-                 "ratio": ratios["pruned"], "params_ratio": ratios["pruned_params"],
-                 "test_error": 100 * pruned["test_error"]},
-                {**common, "stage": "quantised", "bytes": total["quantised_bytes"],
-                 "ratio": ratios["quantised"], "test_error": 100 * fixed_error},
-                {**common, "stage": "huffman", "bytes": total["huffman_bytes"],
-                 "ratio": ratios["huffman"], "test_error": 100 * error},
-                {**common, "stage": "file (Huffman)", "bytes": report.file_bytes,
-                 "ratio": ratios["file"], "test_error": 100 * error},
-                {**common, "stage": "file (fixed width)", "bytes": fixed.file_bytes,
-                 "ratio": fixed.ratios()["file"], "test_error": 100 * fixed_error},
-            ]  # fmt: skip
-            exact = _exact(trained["checkpoint"], folder / "model.tprz")
-            for stage in stages[-6:]:
-                stage["decoded_exactly"] = exact
-            layers += [{**common, **row} for row in report.rows()]
+            dense, pruned = plan.pruned("pipeline", model, seed)
+            _, files = plan.quantised("pipeline", model, seed, pruned, config.finetune_epochs,
+                                      BITS[model], fixed=True, exact=True)  # fmt: skip
+            runs.append((model, seed, dense, pruned, files))
+    return runs
+
+
+def main_rows(runs: list[tuple], records: dict) -> tuple[list[dict], list[dict]]:
+    """One row per (model, seed) and stage, one per layer."""
+    stages, layers = [], []
+    for model, seed, dense_key, pruned_key, files_key in runs:
+        dense, pruned, files = records[dense_key], records[pruned_key], records[files_key]
+        report, fixed = files["huffman"], files["fixed"]
+        total, ratios = report["total"], report["ratios"]
+        error, fixed_error = report["test_error"], fixed["test_error"]
+        common = {"model": model, "seed": seed}
+        stages += [
+            {**common, "stage": "dense", "bytes": total["dense_bytes"], "ratio": 1.0,
+             "test_error": 100 * dense["test_error"]},
+            {**common, "stage": "pruned", "bytes": total["pruned_bytes"],
+             "ratio": ratios["pruned"], "params_ratio": ratios["pruned_params"],
+             "test_error": 100 * pruned["test_error"]},
+            {**common, "stage": "quantised", "bytes": total["quantised_bytes"],
+             "ratio": ratios["quantised"], "test_error": 100 * fixed_error},
+            {**common, "stage": "huffman", "bytes": total["huffman_bytes"],
+             "ratio": ratios["huffman"], "test_error": 100 * error},
+            {**common, "stage": "file (Huffman)", "bytes": report["file_bytes"],
+             "ratio": ratios["file"], "test_error": 100 * error},
+            {**common, "stage": "file (fixed width)", "bytes": fixed["file_bytes"],
+             "ratio": fixed["ratios"]["file"], "test_error": 100 * fixed_error},
+        ]  # fmt: skip
+        for stage in stages[-6:]:
+            stage["decoded_exactly"] = files["decoded_exactly"]
+        layers += [{**common, **row} for row in report["rows"]]
     return stages, layers
 
 
-def bits_part(study: Study) -> list[dict]:
-    """Test error against weight bits (the same for every layer), k-means only and trained."""
-    config, rows = study.config, []
+def bits_part(plan: Plan) -> list[tuple[str, int, int, str, str, str]]:
+    """Per (model, seed, bits): the pruned run, its k-means-only file and the file of its
+    trained quantisation (the same bits for every layer)."""
+    config, runs = plan.config, []
     for model in config.models:
         for seed in config.sweep_seeds:
-            _, pruned = study.pruned(model, seed)
+            _, pruned = plan.pruned("bits", model, seed)
             for bits in config.sweep_bits:
-                folder = study.folder(model, f"bits{bits}", seed)
-                folder.mkdir(parents=True, exist_ok=True)
-                compress_checkpoint(pruned["checkpoint"], folder / "kmeans.tprz", conv_bits=bits,
-                                    fc_bits=bits, index_bits=config.index_bits)  # fmt: skip
-                untrained = study.error_of_file(model, folder / "kmeans.tprz")
-                trained = study.quantised(model, seed, pruned["checkpoint"], config.sweep_epochs,
-                                          conv_bits=bits, fc_bits=bits)  # fmt: skip
-                compress_checkpoint(trained["checkpoint"], folder / "trained.tprz", conv_bits=bits,
-                                    fc_bits=bits, index_bits=config.index_bits)  # fmt: skip
-                common = {"model": model, "bits": bits, "seed": seed}
-                rows.append({**common, "centroids": "k-means", "test_error": 100 * untrained})
-                trained_error = study.error_of_file(model, folder / "trained.tprz")
-                rows.append({**common, "centroids": "trained", "test_error": 100 * trained_error})
-                rows[-1]["pruned_error"] = rows[-2]["pruned_error"] = 100 * pruned["test_error"]
+                every = {"conv_bits": bits, "fc_bits": bits}
+                kmeans = plan.compressed("bits", model, f"magnitude-kmeans-{_bits_name(every)}",
+                                         seed, pruned, every)  # fmt: skip
+                _, trained = plan.quantised("bits", model, seed, pruned, config.sweep_epochs,
+                                            every)  # fmt: skip
+                runs.append((model, seed, bits, pruned, kmeans, trained))
+    return runs
+
+
+def bits_rows(runs: list[tuple], records: dict) -> list[dict]:
+    """Test error against weight bits, k-means only and trained."""
+    rows = []
+    for model, seed, bits, pruned, kmeans, trained in runs:
+        common = {"model": model, "bits": bits, "seed": seed}
+        pruned_error = 100 * records[pruned]["test_error"]
+        rows.append({**common, "centroids": "k-means",
+                     "test_error": 100 * records[kmeans]["huffman"]["test_error"],
+                     "pruned_error": pruned_error})  # fmt: skip
+        rows.append({**common, "centroids": "trained",
+                     "test_error": 100 * records[trained]["huffman"]["test_error"],
+                     "pruned_error": pruned_error})  # fmt: skip
     return rows
 
 
@@ -215,30 +295,38 @@ def csr_bytes(network) -> int:
     return total
 
 
-def footprint_part(study: Study) -> list[dict]:
-    """One seed: a 99%-sparse LeNet-300-100 stored densely, in CSR, in this format with and
-    without Huffman coding, beside a small dense MLP (mlp40, 784-40-20-10)."""
-    if not study.config.footprint:
-        return []
-    seed, config = study.config.seeds[0], study.config
-    dense, _ = study.pruned("lenet300", seed)
+def footprint_part(plan: Plan) -> dict[str, str] | None:
+    """One seed: a 99%-sparse LeNet-300-100 (from the pruning table's dense run), its trained
+    quantisation and file, and a small dense MLP (mlp40, 784-40-20-10); their keys."""
+    config = plan.config
+    if not config.footprint:
+        return None
+    seed = config.seeds[0]
+    dense, _ = plan.pruned("footprint", "lenet300", seed)
     cfg = dataclasses.replace(
         pruning_table.method_config("lenet300", "magnitude", config.epoch_scale, {}), **SPARSE99
     )
-    sparse = study.train("lenet300", "magnitude99", seed, "magnitude", cfg,
-                         init=dense["checkpoint"])  # fmt: skip
-    trained = study.quantised("lenet300", seed, sparse["checkpoint"], config.finetune_epochs,
-                              of="magnitude99", **BITS["lenet300"])  # fmt: skip
-    folder = Path(trained["checkpoint"]).parent
-    huff = compress_checkpoint(trained["checkpoint"], folder / "model.tprz",
-                               index_bits=config.index_bits, **BITS["lenet300"])  # fmt: skip
-    fixed = compress_checkpoint(trained["checkpoint"], folder / "model-fixed.tprz",
-                                index_bits=config.index_bits, use_huffman=False,
-                                **BITS["lenet300"])  # fmt: skip
+    sparse = plan.train("footprint", "lenet300", "magnitude99", seed, "magnitude", cfg,
+                        init=dense)  # fmt: skip
+    _, files = plan.quantised("footprint", "lenet300", seed, sparse, config.finetune_epochs,
+                              BITS["lenet300"], of="magnitude99", fixed=True)  # fmt: skip
+    small = plan.train("footprint", "mlp40", "dense", seed, "dense",
+                       METHODS["dense"].Config(epochs=config.small_dense_epochs, lr=0.05,
+                                               schedule="cosine"))  # fmt: skip
+    return {"seed": seed, "sparse": sparse, "files": files, "small": small}
+
+
+def footprint_rows(runs: dict | None, records: dict) -> list[dict]:
+    """The 99%-sparse LeNet-300-100 stored densely, in CSR, in this format with and without
+    Huffman coding, beside the small dense MLP."""
+    if runs is None:
+        return []
+    seed, sparse, small = runs["seed"], records[runs["sparse"]], records[runs["small"]]
+    huff, fixed = records[runs["files"]]["huffman"], records[runs["files"]]["fixed"]
     network = load_network(sparse["checkpoint"])
     weights = sum(layer.mask.size for layer in network.layers)
     kept = sum(int(layer.mask.sum()) for layer in network.layers)
-    biases = huff.tensor_bytes  # float32 biases, stored by every row (the files hold them too)
+    biases = huff["tensor_bytes"]  # float32 biases, stored by every row (the files hold them too)
     common = {"model": "lenet300", "seed": seed, "kept_percent": 100 * kept / weights,
               "biases_bytes": biases}  # fmt: skip
     rows = [
@@ -246,14 +334,11 @@ def footprint_part(study: Study) -> list[dict]:
          "test_error": 100 * sparse["test_error"]},
         {**common, "storage": "CSR (float32, int32 indices)", "bytes": csr_bytes(network) + biases,
          "test_error": 100 * sparse["test_error"]},
-        {**common, "storage": "this format, fixed width (file)", "bytes": fixed.file_bytes,
-         "test_error": 100 * study.error_of_file("lenet300", folder / "model-fixed.tprz")},
-        {**common, "storage": "this format, Huffman (file)", "bytes": huff.file_bytes,
-         "test_error": 100 * study.error_of_file("lenet300", folder / "model.tprz")},
+        {**common, "storage": "this format, fixed width (file)", "bytes": fixed["file_bytes"],
+         "test_error": 100 * fixed["test_error"]},
+        {**common, "storage": "this format, Huffman (file)", "bytes": huff["file_bytes"],
+         "test_error": 100 * huff["test_error"]},
     ]  # fmt: skip
-    small = study.train("mlp40", "dense", seed, "dense",
-                        METHODS["dense"].Config(epochs=config.small_dense_epochs, lr=0.05,
-                                                schedule="cosine"))  # fmt: skip
     small_weights = sum(layer.mask.size for layer in load_network(small["checkpoint"]).layers)
     rows.append({"model": "mlp40", "seed": seed, "kept_percent": 100.0, "biases_bytes": 0,
                  "storage": "small dense MLP (no biases), float32", "bytes": 4 * small_weights,
@@ -326,19 +411,22 @@ def bits_table(rows: list[dict]) -> list[dict]:
     return out
 
 
-def run(config: Config, out: str | Path, *, progress: bool = False) -> dict:
-    """Every part; writes the tables, ``figures.json`` and ``summary.json`` into ``out``."""
+def run(config: Config, out: str | Path, *, progress: bool = False, executor=None) -> dict:
+    """Every part's runs (one graph), then the tables, ``figures.json`` and ``summary.json``."""
     out = Path(out)
     start = time.perf_counter()
     origin = provenance(("topoprune", "torch", "numpy"))
-    study = Study(out, config, progress)
-    clock, tic = {}, time.perf_counter()
-    stages, layers = main_part(study)
-    clock["pipeline"], tic = time.perf_counter() - tic, time.perf_counter()
-    bits = bits_part(study)
-    clock["bits"], tic = time.perf_counter() - tic, time.perf_counter()
-    footprint = footprint_part(study)
-    clock["footprint"] = time.perf_counter() - tic
+    device = resolve_device(config.device)
+    plan = Plan(config, device)
+    main_runs, bits_runs, footprint_runs = main_part(plan), bits_part(plan), footprint_part(plan)
+    records = run_specs(list(plan.specs.values()), out / "runs", executor, progress=progress)
+    # seconds of the runs this invocation ran, per part (summed: they may have run at once)
+    clock = dict.fromkeys(("pipeline", "bits", "footprint"), 0.0)
+    for key in records.submitted:
+        clock[plan.parts[key]] += records[key]["run_spec"]["task_seconds"]
+    stages, layers = main_rows(main_runs, records)
+    bits = bits_rows(bits_runs, records)
+    footprint = footprint_rows(footprint_runs, records)
 
     table = stage_table(stages)
     (out / "table.csv").write_text(rows_to_csv(table))
@@ -360,9 +448,10 @@ def run(config: Config, out: str | Path, *, progress: bool = False) -> dict:
     write_study_summary(out / "summary.json", {
         "config": asdict(config), "paper": PAPER, "bits": BITS, "finetune": FINETUNE,
         "sparse99": SPARSE99, "part_seconds": {k: round(v, 1) for k, v in clock.items()},
-        "wall_seconds": wall, "device": study.device, "provenance": origin,
+        "wall_seconds": wall, "device": device, "executor": describe(executor),
+        "provenance": origin,
     })  # fmt: skip
-    return {"rows": table, "wall_seconds": wall}
+    return {"rows": table, "wall_seconds": wall, "submitted": records.submitted}
 
 
 def _rounded(rows: list[dict]) -> list[dict]:

@@ -20,8 +20,8 @@ cluster (docs/running.md).
 
 from __future__ import annotations
 
+import csv
 import dataclasses
-import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -248,11 +248,13 @@ def figures(results: str | Path, out: str | Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     results, out = Path(results), Path(out)
-    records = [json.loads(p.read_text()) for p in sorted((results / "runs").glob("*/summary.json"))]
-    rows = [_row(r) for r in records if r.get("run_spec", {}).get("task") == COLUMN2_TASK]
-    if not rows:
-        raise TopopruneError(f"{results / 'runs'} holds no column-2 runs: run `topoprune study "
-                             "run progressive` first")  # fmt: skip
+    table = results / "runs.csv"
+    if not table.exists():
+        raise TopopruneError(f"{table} does not exist: run `topoprune study run progressive` "
+                             "first")  # fmt: skip
+    rows = [{"task": int(r["task"]), "sampler": r["sampler"], "fraction": float(r["fraction"]),
+             "test_error": float(r["test_error"])}
+            for r in csv.DictReader(table.open())]  # fmt: skip
     stats_ = summary_by_condition(rows)
     tasks = sorted({t for t, _, _ in stats_})
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 3.6), squeeze=False)

@@ -3,16 +3,18 @@
     topoprune study run regularisation [--quick]
     topoprune figures --study regularisation
 
-Four parts, each a set of `topoprune prune` runs in ``runs/<model>-<method>-seed<k>/`` started
-from the seed's one dense model (``runs/<model>-dense-seed<k>/``); a finished run is skipped,
-so an interrupted study resumes where it stopped.
+Four parts, each a set of `topoprune prune` runs, specs keyed ``<model>-<method>-seed<k>``
+(folder ``runs/<key>-<hash>/``), started from the seed's one dense model
+(``<model>-dense-seed<k>``). A finished run is never rerun, so an interrupted study resumes
+where it stopped, and the runs can go to local processes or a Ray cluster (docs/running.md).
 
 1. **Fedorov and Rao's Table 1** (LeNet-5): ``reweighted-l1``, ``reweighted-l2``, ``focuss``
    thresholded at the paper's per-layer kept %, with ``dns`` and ``magnitude`` (LWC) as the
    comparison columns. Beside each affine-scaling run, two controls measured in the same study:
-   the dense model pruned one-shot by magnitude to the same kept % and evaluated as it is, and
-   the same pruning retrained as long as the affine-scaling run retrains
-   (``oneshot-<method>``): what re-weighting adds.
+   the dense model pruned one-shot by magnitude to the same kept % and evaluated as it is
+   (``<model>-oneshot-<method>-untrained-seed<k>``, needing the dense run and the
+   affine-scaling run), and the same pruning retrained as long as the affine-scaling run
+   retrains (``oneshot-<method>``): what re-weighting adds.
 2. **Their Figure 1**: kurtosis (eq. 13) and validation error against the re-weighting iteration,
    per layer, for the noisy initialiser (the Table's ``reweighted-l1`` run of the first seed)
    and the greedy one (``reweighted-l1-greedy``: one layer's omega per iteration).
@@ -38,11 +40,13 @@ from topoprune.provenance import provenance
 from topoprune.prune.allocation import allocate
 from topoprune.prune.masks import add_masks, apply_masks, current_masks
 from topoprune.prune.methods import METHODS
-from topoprune.train.engine import TrainSettings, resolve_device
+from topoprune.runner import RunSpec, run_specs
+from topoprune.train.engine import resolve_device
 from topoprune.train.optim import error_rate
-from topoprune.train.run import load_trained_state, prune_run
+from topoprune.train.run import load_trained_state
 
 from ._data import mnist
+from ._runs import TRAIN_TASK, config_settings, describe
 from ._summary import write_study_summary
 from ._tables import mean_sd, rows_to_csv, rows_to_markdown
 
@@ -159,7 +163,85 @@ def _registered(method: str) -> str:
     return "magnitude" if method.startswith("oneshot-") else method.removesuffix("-greedy")
 
 
-def run(config: Config, out: str | Path, *, progress: bool = False) -> dict:
+CONTROL = "topoprune_studies.regularisation:oneshot_control"
+
+
+def run_key(model: str, method: str, seed: int) -> str:
+    """The spec key of a study run (``method`` as the study names it: ``oneshot-focuss``)."""
+    return f"{model}-{method}-seed{seed}"
+
+
+def control_key(model: str, method: str, seed: int) -> str:
+    """The spec key of an affine-scaling run's untrained one-shot control."""
+    return f"{model}-oneshot-{method}-untrained-seed{seed}"
+
+
+def study_runs(config: Config) -> list[tuple[str, str, int]]:
+    """Every (model, method, seed) the four parts train, dense models first, each once."""
+    runs: list[tuple[str, str, int]] = []
+
+    def add(model: str, method: str, seed: int) -> None:
+        for item in ((model, "dense", seed), (model, method, seed)):
+            if item not in runs:
+                runs.append(item)
+
+    for seed in config.seeds:  # part 1: the table, and the one-shot controls
+        for method in config.table_methods:
+            add(config.table_model, method, seed)
+            if method in AST:
+                add(config.table_model, f"oneshot-{method}", seed)
+    add(config.table_model, "reweighted-l1-greedy", config.seeds[0])  # part 2: the greedy curve
+    for model in config.claim_models:  # part 3
+        for seed in config.seeds:
+            for method in CLAIM_METHODS:
+                add(model, method, seed)
+    for seed in config.seeds:  # part 4
+        add(config.growl_model, "growl", seed)
+    return runs
+
+
+def plan(config: Config, device: str) -> list[RunSpec]:
+    """Per run of :func:`study_runs` a training spec (each but the dense ones needing its seed's
+    dense run), then per affine-scaling run its untrained control (needing both)."""
+    specs = []
+    runs = study_runs(config)
+    for model, method, seed in runs:
+        dense = run_key(model, "dense", seed)
+        init = None if method == "dense" else dense
+        cfg = method_config(model, method, config.epoch_scale, config.overrides)
+        specs.append(RunSpec(
+            run_key(model, method, seed), TRAIN_TASK,
+            {"model": model, "method": _registered(method), "seed": seed, "device": device,
+             "train_subset": config.train_subset, "init": init,
+             "config": config_settings(cfg)},
+            needs=(init,) if init else (),
+        ))  # fmt: skip
+    for model, method, seed in runs:
+        if method in AST:
+            dense, pruned = run_key(model, "dense", seed), run_key(model, method, seed)
+            specs.append(RunSpec(
+                control_key(model, method, seed), CONTROL,
+                {"model": model, "device": device, "dense": dense, "pruned": pruned},
+                needs=(dense, pruned),
+            ))  # fmt: skip
+    return specs
+
+
+def oneshot_control(folder: Path, inputs: dict, *, model: str, device: str, dense: str,
+                    pruned: str) -> dict:  # fmt: skip
+    """The dense run ``dense`` pruned one-shot by magnitude to the per-layer kept fractions of
+    the run ``pruned``, evaluated without any training (what re-weighting adds)."""
+    data = mnist()  # only the test split is used: the same whatever the training subset
+    net = add_masks(build_model(model, data.num_classes))
+    load_trained_state(net, inputs[dense]["checkpoint"])
+    weights = {n: m.weight_orig.detach().abs() for n, m in net.named_modules()
+               if hasattr(m, "weight_mask")}  # fmt: skip
+    goal = {n: 1 - inputs[pruned]["kept_percent"][n] / 100 for n in weights}
+    apply_masks(net, allocate(weights, current_masks(net), goal))
+    return {"test_error": error_rate(net.to(device), data.test, device)}
+
+
+def run(config: Config, out: str | Path, *, progress: bool = False, executor=None) -> dict:
     """Every run of the four parts, then ``table.csv`` (every model and method), ``table1.csv``
     (Table 1 beside the paper, with the controls), ``claims.csv``, ``growl.csv`` (the last three
     in ``tables.md``) and the figure data ``figure1.json``; returns Table 1's rows."""
@@ -167,35 +249,10 @@ def run(config: Config, out: str | Path, *, progress: bool = False) -> dict:
     start = time.perf_counter()
     origin = provenance(("topoprune", "torch", "numpy"))
     device = resolve_device(config.device)
-    data = mnist(config.train_subset)
-    runs: dict[tuple[str, str, int], dict] = {}
-
-    def one(model: str, method: str, seed: int) -> dict:
-        if (model, method, seed) not in runs:
-            settings = TrainSettings(seed=seed, device=device, progress=progress)
-            init = None if method == "dense" else one(model, "dense", seed)["checkpoint"]
-            folder = out / "runs" / f"{model}-{method}-seed{seed}"
-            cfg = method_config(model, method, config.epoch_scale, config.overrides)
-            runs[(model, method, seed)] = prune_run(
-                model, "mnist", _registered(method), cfg, settings, folder, resume=True,
-                data=data, init=init,
-            )  # fmt: skip
-        return runs[(model, method, seed)]
-
-    for seed in config.seeds:  # part 1: the table, and the one-shot controls
-        for method in config.table_methods:
-            one(config.table_model, method, seed)
-            if method in AST:
-                one(config.table_model, f"oneshot-{method}", seed)
-    one(config.table_model, "reweighted-l1-greedy", config.seeds[0])  # part 2: the greedy curve
-    for model in config.claim_models:  # part 3
-        for seed in config.seeds:
-            for method in CLAIM_METHODS:
-                one(model, method, seed)
-    for seed in config.seeds:  # part 4
-        one(config.growl_model, "growl", seed)
-
-    controls = _controls(runs, config, data, device)
+    records = run_specs(plan(config, device), out / "runs", executor, progress=progress)
+    runs = {item: records[run_key(*item)] for item in study_runs(config)}
+    controls = {(model, method, seed): records[control_key(model, method, seed)]["test_error"]
+                for model, method, seed in runs if method in AST}  # fmt: skip
     table = table_rows(runs, config, controls)
     claims = claim_rows(runs, config)
     growl = growl_rows(runs, config)
@@ -214,27 +271,10 @@ def run(config: Config, out: str | Path, *, progress: bool = False) -> dict:
     write_study_summary(out / "summary.json", {
         "table": table, "claims": claims, "growl": growl, "config": asdict(config),
         "settings": {f"{m}-{k}": v for (m, k), v in SETTINGS.items()},
-        "paper": PAPER, "wall_seconds": wall, "device": device, "provenance": origin,
+        "paper": PAPER, "wall_seconds": wall, "device": device,
+        "executor": describe(executor), "provenance": origin,
     })  # fmt: skip
-    return {"rows": table, "wall_seconds": wall}
-
-
-def _controls(runs: dict, config: Config, data, device: str) -> dict:
-    """Per affine-scaling run: the dense model of its seed pruned one-shot by magnitude to the same
-    per-layer kept fractions, evaluated without any training (what re-weighting adds)."""
-    out = {}
-    for (model, method, seed), summary in runs.items():
-        if method not in AST:
-            continue
-        dense = runs[(model, "dense", seed)]["checkpoint"]
-        net = add_masks(build_model(model, data.num_classes))
-        load_trained_state(net, dense)
-        weights = {n: m.weight_orig.detach().abs() for n, m in net.named_modules()
-                   if hasattr(m, "weight_mask")}  # fmt: skip
-        goal = {n: 1 - summary["kept_percent"][n] / 100 for n in weights}
-        apply_masks(net, allocate(weights, current_masks(net), goal))
-        out[(model, method, seed)] = error_rate(net.to(device), data.test, device)
-    return out
+    return {"rows": table, "wall_seconds": wall, "submitted": records.submitted}
 
 
 def _total_kept(summary: dict) -> float:

@@ -4,7 +4,7 @@
     topoprune figures --study saliency
 
 Per model (WoodFisher's 784-40-20-10 MLP without biases, LeNet-300-100) and seed, one dense
-model (``runs/<model>-dense-seed<k>/``), then:
+model (spec ``<model>-dense-seed<k>``), then:
 
 1. **One-shot pruning without retraining**: test accuracy against sparsity for magnitude,
    OBD (Gauss-Newton diagonal), diagonal Fisher (OBD on the empirical Fisher's diagonal),
@@ -18,12 +18,16 @@ model (``runs/<model>-dense-seed<k>/``), then:
    examples), the test error, and the overlap of the removed sets. Layer-wise OBS minimises
    each layer's reconstruction error, not the loss: E(OBD) >= E(OBS) is not a theorem here.
 3. **With retraining**: the registered methods (``topoprune prune``) pruning every layer once to
-   ``retrain_sparsity`` from the dense model, then retraining ``retrain_epochs`` epochs.
+   ``retrain_sparsity`` from the dense model, then retraining ``retrain_epochs`` epochs
+   (``<model>-<method>-retrain-seed<k>``).
 4. **Units** (LeNet-300-100): skeletonization, APoZ, NISP and random hidden units removed, with
-   and without fine-tuning.
+   and without fine-tuning (``<model>-<method>-units<fraction>-ft<epochs>-seed<k>``).
 
-Finished runs are skipped, so an interrupted study resumes; the one-shot parts are recomputed
-from the dense checkpoints (seconds to minutes).
+Parts 1 and 2 on one dense model are one spec, ``<model>-scores-seed<k>`` (its record holds
+the rows and each criterion's seconds). Every spec but the dense ones needs its seed's dense
+run; each owns ``runs/<key>-<hash>/``. A finished run is never rerun, so an interrupted study
+resumes where it stopped, and the runs can go to local processes or a Ray cluster
+(docs/running.md).
 """
 
 from __future__ import annotations
@@ -62,17 +66,30 @@ from topoprune.prune.woodfisher import (
     fisher_gradients,
     prune_with_update,
 )
+from topoprune.runner import RunSpec, run_specs
 from topoprune.train.data import training_batches
-from topoprune.train.engine import TrainSettings, resolve_device
+from topoprune.train.engine import resolve_device
 from topoprune.train.optim import error_rate
-from topoprune.train.run import load_trained_state, prune_run
+from topoprune.train.run import load_trained_state
 
 from ._data import mnist
+from ._runs import TRAIN_TASK, config_settings, describe
 from ._summary import write_study_summary
 from ._tables import mean_sd, rows_to_csv, rows_to_markdown
 
 CRITERIA = ("magnitude", "obd", "diag-fisher", "obs", "woodfisher", "taylor", "random")
 UNIT_METHODS = ("skeletonization", "activation", "nisp", "units-random")
+# The columns of oneshot.csv and claims.csv, and the criteria timed, in order: a finished run's
+# record is read back from its summary.json, whose keys are sorted.
+ONESHOT_COLUMNS = ("model", "allocation", "method", "sparsity", "seed", "test_accuracy")
+CLAIM_COLUMNS = (
+    "model", "layer", "sparsity", "seed",
+    *(f"{what}_{c}" for c in ("magnitude", "obd", "obs")
+      for what in ("loss_increase", "scoring_loss_increase", "test_error")),
+    "overlap_magnitude_obd", "overlap_magnitude_obs", "overlap_obd_obs", "mag_ge_obd",
+    "obd_ge_obs",
+)  # fmt: skip
+TIMED = ("taylor", "obd", "diag-fisher", "woodfisher", "obs")
 
 # WoodFisher's code release, tests/mnist_test_results.csv: the 784-40-20-10 MLP (its checkpoint
 # at 93.97% test accuracy), all three layers pruned one-shot to 95% by one joint ranking, 100
@@ -192,16 +209,24 @@ def _masked(net: nn.Module) -> dict[str, nn.Module]:
 class OneShot:
     """One dense model's criteria, computed once: scores per criterion, layer-wise OBS paths,
     the WoodFisher inverse; :meth:`prune` installs a criterion's masks (and updates) at a
-    sparsity into a fresh copy of the dense model."""
+    sparsity into a fresh copy of the dense model.
 
-    def __init__(self, model: str, checkpoint: str, data, seed: int, config: Config) -> None:
-        self.model, self.checkpoint, self.data, self.config = model, checkpoint, data, config
+    ``woodfisher`` holds WoodFisher's gradients ``m`` and block size ``block``; the other
+    settings default to the study's constants."""
+
+    def __init__(self, model: str, checkpoint: str, data, seed: int, *, scoring_examples: int,
+                 woodfisher: dict, diag_fisher_examples: int = DIAG_FISHER_EXAMPLES,
+                 damp_obs: float = DAMP_OBS,
+                 damp_woodfisher: float = DAMP_WOODFISHER) -> None:  # fmt: skip
+        self.model, self.checkpoint, self.data = model, checkpoint, data
+        self.woodfisher, self.diag_fisher_examples = dict(woodfisher), diag_fisher_examples
+        self.damp_obs, self.damp_woodfisher = damp_obs, damp_woodfisher
         self.net = _dense_net(model, checkpoint, data.num_classes)
         self.state = {k: v.clone() for k, v in self.net.state_dict().items()}
         self.names = list(_masked(self.net))
         batches = training_batches(data.train, 128, "cpu")
         key = seed * 1_000_003 + 17
-        self.scoring = list(batches.draw(config.scoring_examples, key))
+        self.scoring = list(batches.draw(scoring_examples, key))
         self.timings: dict[str, float] = {}
         self.scores = self._scores(batches, key, seed)
         self._obs: dict[str, dict[int, dict]] = {}
@@ -223,18 +248,18 @@ class OneShot:
         out["taylor"] = self._timed("taylor", lambda: taylor_scores(net, names, self.scoring, ce))
         gn = self._timed("obd", lambda: gauss_newton_diagonal(net, names, self.scoring, ce))
         out["obd"] = {n: obd_saliency(weights[n], gn[n]) for n in names}
-        fisher_batches = list(batches.draw(DIAG_FISHER_EXAMPLES, key + 1))
+        fisher_batches = list(batches.draw(self.diag_fisher_examples, key + 1))
         fisher = self._timed(
             "diag-fisher", lambda: empirical_fisher_diagonal(net, names, fisher_batches, ce)
         )
         out["diag-fisher"] = {n: obd_saliency(weights[n], fisher[n]) for n in names}
-        wf = _woodfisher_settings(self.model, self.config)
+        wf = self.woodfisher
         layout = BlockLayout({n: w.shape for n, w in weights.items()}, wf["block"])
         masks = current_masks(net)
 
         def inverse():
             grads = fisher_gradients(net, layout, masks, batches.draw(wf["m"], key + 2), ce)
-            return block_fisher_inverse(grads, wf["block"], DAMP_WOODFISHER)
+            return block_fisher_inverse(grads, wf["block"], self.damp_woodfisher)
 
         self.layout = layout
         self.flat = layout.flatten({n: w.double() for n, w in weights.items()})
@@ -251,7 +276,7 @@ class OneShot:
             def path():
                 inputs = layer_inputs(self.net, [name], self.scoring)[name]
                 alive = rows_of(module.weight_mask.bool())
-                hessian = layer_hessian(inputs, DAMP_OBS)
+                hessian = layer_hessian(inputs, self.damp_obs)
                 return obs_path(rows_of(module.weight_orig.detach()), alive, hessian, missing)
 
             known.update(zip(missing, self._timed("obs", path), strict=True))
@@ -312,14 +337,14 @@ class OneShot:
         return total / count
 
 
-def oneshot_rows(shot: OneShot, config: Config, seed: int) -> list[dict]:
+def oneshot_rows(shot: OneShot, sparsities: list[float], seed: int) -> list[dict]:
     """Test accuracy of every criterion at every sparsity, uniform and global."""
     rows = []
     for allocation in ("uniform", "global"):
         for criterion in CRITERIA:
             if criterion == "obs" and allocation == "global":
                 continue
-            for s in config.sparsities:
+            for s in sparsities:
                 goal = dict.fromkeys(shot.names, s) if allocation == "uniform" else s
                 net = shot.prune(criterion, goal)
                 error = error_rate(net, shot.data.test, "cpu")
@@ -329,14 +354,14 @@ def oneshot_rows(shot: OneShot, config: Config, seed: int) -> list[dict]:
     return rows
 
 
-def claim_rows(shot: OneShot, config: Config, seed: int) -> list[dict]:
+def claim_rows(shot: OneShot, sparsities: list[float], seed: int) -> list[dict]:
     """Each layer alone at each claim sparsity: the loss increase on the validation split (held
     out: layer-wise OBS nearly refits the examples its Hessian comes from) and on the scoring
     examples, test error, overlaps."""
     base, base_fit = shot.loss(shot.net), shot.loss(shot.net, shot.scoring)
     rows = []
     for name in shot.names:
-        for s in config.claim_sparsities:
+        for s in sparsities:
             removed, row = {}, {"model": shot.model, "layer": name, "sparsity": s, "seed": seed}
             for criterion in ("magnitude", "obd", "obs"):
                 net = shot.prune(criterion, {name: s})
@@ -359,7 +384,89 @@ def claim_rows(shot: OneShot, config: Config, seed: int) -> list[dict]:
 # ---- the study --------------------------------------------------------------------------------
 
 
-def run(config: Config, out: str | Path, *, progress: bool = False) -> dict:
+SCORE = "topoprune_studies.saliency:score"
+
+
+def run_key(model: str, name: str, seed: int) -> str:
+    """The spec key of a run (``name``: ``dense``, ``obs-retrain``, ``nisp-units0.5-ft2``)."""
+    return f"{model}-{name}-seed{seed}"
+
+
+def score_key(model: str, seed: int) -> str:
+    """The spec key of the one-shot criteria and claims computed on a dense model."""
+    return f"{model}-scores-seed{seed}"
+
+
+def _unit_name(method: str, fraction: float, epochs: int) -> str:
+    return f"{method}-units{fraction:g}-ft{epochs}"
+
+
+def plan(config: Config, device: str) -> list[RunSpec]:
+    """The dense run per model and seed; then, each needing its dense run, the scoring of it
+    (parts 1 and 2), the retraining runs (part 3) and the unit runs (part 4)."""
+    specs: list[RunSpec] = []
+
+    def training(model: str, name: str, seed: int, method: str, cfg) -> None:
+        dense = None if name == "dense" else run_key(model, "dense", seed)
+        specs.append(RunSpec(
+            run_key(model, name, seed), TRAIN_TASK,
+            {"model": model, "method": method, "seed": seed, "device": device,
+             "batch_size": BATCH[model], "train_subset": config.train_subset, "init": dense,
+             "config": config_settings(cfg)},
+            needs=(dense,) if dense else (),
+        ))  # fmt: skip
+
+    for model in dict.fromkeys((*config.models, config.unit_model)):
+        for seed in config.seeds:
+            training(model, "dense", seed, "dense", _dense_config(model, config.epoch_scale))
+    for model in config.models:
+        for seed in config.seeds:
+            dense = run_key(model, "dense", seed)
+            specs.append(RunSpec(
+                score_key(model, seed), SCORE,
+                {"model": model, "seed": seed, "dense": dense,
+                 "train_subset": config.train_subset,
+                 "scoring_examples": config.scoring_examples,
+                 "sparsities": list(config.sparsities),
+                 "claim_sparsities": list(config.claim_sparsities),
+                 "woodfisher": _woodfisher_settings(model, config),
+                 "diag_fisher_examples": DIAG_FISHER_EXAMPLES, "damp_obs": DAMP_OBS,
+                 "damp_woodfisher": DAMP_WOODFISHER},
+                needs=(dense,),
+            ))  # fmt: skip
+    for model in config.models:
+        for seed in config.seeds:
+            for method in config.retrain_methods:
+                training(model, f"{method}-retrain", seed, method,
+                         _retrain_config(method, model, config))  # fmt: skip
+    for seed in config.seeds:
+        for method in UNIT_METHODS:
+            for fraction in config.unit_fractions:
+                for epochs in (0, config.unit_finetune_epochs):
+                    training(config.unit_model, _unit_name(method, fraction, epochs), seed,
+                             method, _unit_config(method, fraction, epochs, config))  # fmt: skip
+    return specs
+
+
+def score(folder: Path, inputs: dict, *, model: str, seed: int, dense: str, train_subset: int,
+          scoring_examples: int, sparsities: list[float], claim_sparsities: list[float],
+          woodfisher: dict, diag_fisher_examples: int, damp_obs: float,
+          damp_woodfisher: float) -> dict:  # fmt: skip
+    """Parts 1 and 2 on the dense run ``dense`` (on the CPU): every criterion's one-shot rows,
+    the claims' rows, and the seconds each criterion took."""
+    shot = OneShot(model, inputs[dense]["checkpoint"], mnist(train_subset), seed,
+                   scoring_examples=scoring_examples, woodfisher=woodfisher,
+                   diag_fisher_examples=diag_fisher_examples, damp_obs=damp_obs,
+                   damp_woodfisher=damp_woodfisher)  # fmt: skip
+    shot.prepare_obs([*sparsities, *claim_sparsities])
+    return {
+        "oneshot": oneshot_rows(shot, sparsities, seed),
+        "claims": claim_rows(shot, claim_sparsities, seed),
+        "timings": shot.timings,
+    }
+
+
+def run(config: Config, out: str | Path, *, progress: bool = False, executor=None) -> dict:
     """Every part; writes ``table.csv`` (model, method, sparsity, seeds, test error mean and
     std for every one-shot, retrained and unit result), ``oneshot.csv``, ``claims.csv``,
     ``claims_summary.csv``, ``retrain.csv``, ``units.csv``, ``tables.md``, ``figures.json`` and
@@ -368,40 +475,25 @@ def run(config: Config, out: str | Path, *, progress: bool = False) -> dict:
     start = time.perf_counter()
     origin = provenance(("topoprune", "torch", "numpy"))
     device = resolve_device(config.device)
-    data = mnist(config.train_subset)
-    runs: dict[tuple, dict] = {}
-
-    def one(model: str, name: str, seed: int, method: str, cfg) -> dict:
-        key = (model, name, seed)
-        if key not in runs:
-            settings = TrainSettings(seed=seed, device=device, progress=progress,
-                                     batch_size=BATCH[model])  # fmt: skip
-            init = None if name == "dense" else one(model, "dense", seed, "dense", None)
-            runs[key] = prune_run(
-                model, "mnist", method, cfg or _dense_config(model, config.epoch_scale),
-                settings, out / "runs" / f"{model}-{name}-seed{seed}", resume=True, data=data,
-                init=None if init is None else init["checkpoint"],
-            )  # fmt: skip
-        return runs[key]
+    records = run_specs(plan(config, device), out / "runs", executor, progress=progress)
 
     oneshot, claims, timings = [], [], []
     for model in config.models:
         for seed in config.seeds:
-            dense = one(model, "dense", seed, "dense", None)
-            shot = OneShot(model, dense["checkpoint"], data, seed, config)
-            shot.prepare_obs([*config.sparsities, *config.claim_sparsities])
+            dense = records[run_key(model, "dense", seed)]
+            scores = records[score_key(model, seed)]
             dense_accuracy = round(100 * (1 - dense["test_error"]), 3)
-            oneshot += [{**r, "dense_accuracy": dense_accuracy}
-                        for r in oneshot_rows(shot, config, seed)]  # fmt: skip
-            claims += claim_rows(shot, config, seed)
+            oneshot += [{**{c: r[c] for c in ONESHOT_COLUMNS}, "dense_accuracy": dense_accuracy}
+                        for r in scores["oneshot"]]  # fmt: skip
+            claims += [{c: r[c] for c in CLAIM_COLUMNS} for r in scores["claims"]]
             timings.append({"model": model, "seed": seed, **{
-                f"{k}_seconds": round(v, 2) for k, v in shot.timings.items()}})  # fmt: skip
+                f"{k}_seconds": round(scores["timings"][k], 2) for k in TIMED
+                if k in scores["timings"]}})  # fmt: skip
     retrain = []
     for model in config.models:
         for seed in config.seeds:
             for method in config.retrain_methods:
-                cfg = _retrain_config(method, model, config)
-                summary = one(model, f"{method}-retrain", seed, method, cfg)
+                summary = records[run_key(model, f"{method}-retrain", seed)]
                 retrain.append({"model": model, "method": method, "seed": seed,
                                 "sparsity": config.retrain_sparsity,
                                 "retrain_epochs": config.retrain_epochs,
@@ -413,9 +505,8 @@ def run(config: Config, out: str | Path, *, progress: bool = False) -> dict:
         for method in UNIT_METHODS:
             for fraction in config.unit_fractions:
                 for epochs in (0, config.unit_finetune_epochs):
-                    cfg = _unit_config(method, fraction, epochs, config)
-                    name = f"{method}-units{fraction:g}-ft{epochs}"
-                    r = one(config.unit_model, name, seed, method, cfg)
+                    name = _unit_name(method, fraction, epochs)
+                    r = records[run_key(config.unit_model, name, seed)]
                     accuracy = round(100 * (1 - r["test_error"]), 3)
                     units.append({"model": config.unit_model, "method": method, "seed": seed,
                                   "fraction_removed": fraction, "finetune_epochs": epochs,
@@ -453,9 +544,9 @@ def run(config: Config, out: str | Path, *, progress: bool = False) -> dict:
         "config": asdict(config), "dense": DENSE, "woodfisher": WOODFISHER,
         "damp_obs": DAMP_OBS, "damp_woodfisher": DAMP_WOODFISHER,
         "diag_fisher_examples": DIAG_FISHER_EXAMPLES, "wall_seconds": wall, "device": device,
-        "provenance": origin,
+        "executor": describe(executor), "provenance": origin,
     })  # fmt: skip
-    return {"rows": tables["oneshot"], "wall_seconds": wall}
+    return {"rows": tables["oneshot"], "wall_seconds": wall, "submitted": records.submitted}
 
 
 def aggregate(rows: list[dict], keys: tuple[str, ...]) -> list[dict]:

@@ -10,16 +10,25 @@ depend on training; see docs/studies/scale-free.md). Every node layer of every p
 and random network is fitted with the bounded power law (``clauset`` and ``window`` modes), its
 bootstrap p, the alternatives and the random null, and a verdict.
 
+The runs are specs (docs/running.md), each in its own folder ``runs/<key>-<hash>/``:
+
+- ``<model>-<dataset>-dense-seed<k>``: the dense model;
+- ``<model>-<dataset>-<method>-seed<k>``: needs the dense run (starts from its checkpoint);
+- ``<model>-<dataset>-random-<method>-seed<k>``: needs the dense run (its weights) and the
+  method's run (its per-layer kept fractions);
+- ``<training key>-fit``: the bootstrap fits of one pruned or random run's network, needing it.
+
+A finished run is never rerun, so an interrupted study resumes where it stopped, and the runs
+can go to local processes or a Ray cluster.
+
 Layout of ``results/scale_free/``:
 
-- ``runs/<model>-<dataset>-<method>-seed<k>/summary.json`` (checkpoints beside them, not in git)
-- ``fits/<run>.json``: per view and node layer, the degree histogram and every fit
+- ``runs/<key>-<hash>/summary.json`` (checkpoints beside them, not in git)
+- ``fits/<model>-<dataset>-<role>-seed<k>.json``: per view and node layer, the degree histogram
+  and every fit (copied from the fit runs' records; what the figures read)
 - ``fits.csv``: the tidy table, one row per run, view, node layer and mode
 - ``table.md``: the table of docs/studies/scale-free.md (mean over seeds); ``summary.json``:
-  config, provenance, wall time, skipped parts and why.
-
-Every stage is skipped when its output exists with the same settings, so an interrupted study
-resumes where it stopped.
+  config, provenance, wall time, executor, every training run, skipped parts and why.
 """
 
 from __future__ import annotations
@@ -40,12 +49,17 @@ from topoprune.errors import TopopruneError
 from topoprune.io import load_network
 from topoprune.provenance import provenance
 from topoprune.prune.methods import METHODS
+from topoprune.runner import RunSpec, run_specs
 from topoprune.stats.node_layers import fit_node_layers
 from topoprune.train.engine import TrainSettings, resolve_device
 from topoprune.train.run import prune_run
 
+from ._runs import config_from_settings, config_settings, describe
 from ._summary import write_study_summary
 from ._tables import degree_histogram, mean_sd, rows_to_csv
+
+TRAIN_TASK = "topoprune_studies.scale_free:train"
+FIT_TASK = "topoprune_studies.scale_free:fit"
 
 # Hyper-parameters per (model, method). "dense" is the shared model; the pruning methods and the
 # random baselines start from it (dense_epochs 0).
@@ -140,105 +154,137 @@ def _cases(config: Config) -> tuple[list[tuple[str, str]], list[dict]]:
     return cases, skipped
 
 
-def run(config: Config, out: str | Path, *, progress: bool = False) -> dict:
+def _training_key(model: str, dataset: str, role: str, seed: int) -> str:
+    return f"{model}-{dataset}-{role}-seed{seed}"
+
+
+def plan(config: Config, cases: list[tuple[str, str]], device: str) -> list[RunSpec]:
+    """Per model, data set and seed: the dense run; per method the pruned run from it, its
+    random-mask baseline, and one fit spec for each of the two."""
+    specs = []
+    for model, dataset in cases:
+        for seed in config.seeds:
+            common = {"model": model, "dataset": dataset, "seed": seed, "device": device,
+                      "train_size": config.train_size}  # fmt: skip
+            dense = _training_key(model, dataset, "dense", seed)
+            specs.append(RunSpec(dense, TRAIN_TASK, {
+                **common, "role": "dense", "method": "dense",
+                "config": config_settings(method_config(model, "dense", config)),
+            }))  # fmt: skip
+            for method in config.methods:
+                pruned = _training_key(model, dataset, method, seed)
+                baseline = _training_key(model, dataset, f"random-{method}", seed)
+                specs.append(RunSpec(pruned, TRAIN_TASK, {
+                    **common, "role": method, "method": method, "init": dense,
+                    "config": config_settings(method_config(model, method, config)),
+                }, needs=(dense,)))  # fmt: skip
+                specs.append(RunSpec(baseline, TRAIN_TASK, {
+                    **common, "role": f"random-{method}", "method": "random", "init": dense,
+                    "like": pruned,
+                    "config": config_settings(method_config(model, "random", config)),
+                }, needs=(dense, pruned)))  # fmt: skip
+                for key, role in ((pruned, method), (baseline, f"random-{method}")):
+                    specs.append(RunSpec(f"{key}-fit", FIT_TASK, {
+                        "run": key, "role": role, "modes": list(config.modes),
+                        "n_boot": config.n_boot, "seed": seed,
+                    }, needs=(key,)))  # fmt: skip
+    return specs
+
+
+def run(config: Config, out: str | Path, *, progress: bool = False, executor=None) -> dict:
     """Train, prune, fit; returns the tidy rows (one per run, view, node layer and mode)."""
     out = Path(out)
     start = time.perf_counter()
     origin = provenance(("topoprune", "torch", "numpy", "scipy"))
     device = resolve_device(config.device)
     cases, skipped = _cases(config)
+    specs = plan(config, cases, device)
+    records = run_specs(specs, out / "runs", executor, progress=progress)
     rows: list[dict] = []
-    for model, dataset in cases:
-        data = _data(dataset, config.train_size)
-        for seed in config.seeds:
-            settings = TrainSettings(seed=seed, device=device, progress=progress)
-            case = _Case(out, model, dataset, seed, config, settings, data)
-            dense = case.train("dense", "dense")
-            for method in config.methods:
-                pruned = case.train(method, method, init=dense["checkpoint"])
-                baseline = case.train("random", f"random-{method}", init=dense["checkpoint"],
-                                      like=pruned["checkpoint"])  # fmt: skip
-                for summary, role in ((pruned, method), (baseline, f"random-{method}")):
-                    path = out / "fits" / f"{model}-{dataset}-{role}-seed{seed}.json"
-                    rows.extend(tidy_rows(fit_run(summary, role, config, path)))
+    for spec in specs:
+        if spec.task == FIT_TASK:
+            fits = _fit_file(records[spec.key])
+            _write_if_changed(out / "fits" / f"{spec.settings['run']}.json", fits)
+            rows.extend(tidy_rows(fits))
+    runs = run_summaries([records[s.key] for s in specs if s.task == TRAIN_TASK])
     wall = time.perf_counter() - start
     (out / "fits.csv").write_text(to_csv(rows))
     (out / "table.md").write_text(to_markdown(rows))
-    networks = networks_table(run_summaries(out))
-    (out / "digest.md").write_text(f"## Networks\n\n{networks}\n" + "".join(
+    (out / "digest.md").write_text(f"## Networks\n\n{networks_table(runs)}\n" + "".join(
         f"## {mode} mode\n\n{verdict_counts(rows, mode)}\n{to_digest(rows, mode)}\n"
         for mode in config.modes
     ))  # fmt: skip
     write_study_summary(out / "summary.json", {
         "config": asdict(config), "device": device, "wall_seconds": wall,
-        "skipped": skipped, "provenance": origin,
-        "runs": run_summaries(out),
+        "executor": describe(executor), "skipped": skipped, "provenance": origin,
+        "runs": runs,
     })  # fmt: skip
-    return {"rows": rows, "wall_seconds": wall, "skipped": skipped}
+    return {"rows": rows, "wall_seconds": wall, "skipped": skipped,
+            "submitted": records.submitted}  # fmt: skip
 
 
-@dataclass
-class _Case:
-    """One model, data set and seed: its training runs share the folder naming and the data."""
-
-    out: Path
-    model: str
-    dataset: str
-    seed: int
-    config: Config
-    settings: TrainSettings
-    data: ImageDataset
-
-    def train(self, method: str, name: str, init: str | None = None, **extra: object) -> dict:
-        folder = self.out / "runs" / f"{self.model}-{self.dataset}-{name}-seed{self.seed}"
-        cfg = method_config(self.model, method, self.config, **extra)
-        return prune_run(self.model, self.dataset, method, cfg, self.settings, folder,
-                         resume=True, data=self.data, init=init)  # fmt: skip
+def _fit_file(record: dict) -> dict:
+    """A fit run's record as ``fits/<run>.json`` holds it (without the runner's ``run_spec``)."""
+    return {k: v for k, v in record.items() if k != "run_spec"}
 
 
-def fit_run(summary: dict, role: str, config: Config, path: Path) -> dict:
-    """Fit every node layer of a run's network (cached in ``path`` for the same settings)."""
-    seed = summary["seed"]
-    # the run's own numbers fingerprint its network: a retrained run is refitted
-    settings = {
-        "modes": list(config.modes),
-        "n_boot": config.n_boot,
-        "seed": seed,
-        "network": [summary["steps"], summary["compression"], summary["test_error"]],
-    }
-    key = {k: summary[k] for k in ("model", "dataset", "seed")} | {"method": role}
-    if path.exists():
-        cached = json.loads(path.read_text())
-        if cached.get("fit_settings") == settings and cached.get("run") == key:
-            return cached
+def _write_if_changed(path: Path, record: dict) -> None:
+    """Write ``record`` unless ``path`` holds it already (a rerun leaves the files alone)."""
+    text = json.dumps(record, sort_keys=True)  # as text: NaN equals NaN
+    try:
+        if json.dumps(json.loads(path.read_text()), sort_keys=True) == text:
+            return
+    except (OSError, ValueError):
+        pass
+    write_json_atomic(path, record)
+
+
+def train(folder: Path, inputs: dict, *, model: str, dataset: str, role: str, method: str,
+          seed: int, device: str, config: dict, train_size: int | None = None,
+          init: str | None = None, like: str | None = None) -> dict:  # fmt: skip
+    """One training run of the study in ``folder`` (resuming a killed attempt): ``init`` is the
+    key of the run whose checkpoint it starts from, ``like`` that of the run whose per-layer
+    kept fractions a random baseline copies; the data set is cut to ``train_size`` images.
+    ``role`` (the method, or ``random-<method>``) names the run in the tables only."""
+    values = dict(config)
+    if like is not None:
+        values["like"] = inputs[like]["checkpoint"]
+    settings = TrainSettings(seed=seed, device=device)
+    start = inputs[init]["checkpoint"] if init is not None else None
+    return prune_run(model, dataset, method, config_from_settings(method, values), settings,
+                     folder, resume=True, data=_data(dataset, train_size), init=start)  # fmt: skip
+
+
+def fit(folder: Path, inputs: dict, *, run: str, role: str, modes: list[str], n_boot: int,
+        seed: int) -> dict:  # fmt: skip
+    """Fit every node layer of the network of run ``run`` (a needed run's key; ``role``: its
+    method, or ``random-<method>`` for a baseline): the record ``fits/<run>.json`` holds."""
+    summary = inputs[run]
     network = load_network(summary["checkpoint"])
     views = {}
     for view in VIEWS[summary["model"]]:
         layers = network.node_layers(view)
         per_mode = {
-            mode: fit_node_layers(network, view=view, mode=mode, n_boot=config.n_boot, seed=seed)
-            for mode in config.modes
+            mode: fit_node_layers(network, view=view, mode=mode, n_boot=n_boot, seed=seed)
+            for mode in modes
         }
         views[view] = [
             {
                 "node_layer": layer.name,
                 "n_nodes": int(layer.degrees().size),
                 "histogram": degree_histogram(layer.degrees()),
-                "fits": {mode: _fit_record(per_mode[mode][i]) for mode in config.modes},
+                "fits": {mode: _fit_record(per_mode[mode][i]) for mode in modes},
             }
             for i, layer in enumerate(layers)
         ]
-    record = {
-        "run": key,
-        "fit_settings": settings,
+    return {
+        "run": {k: summary[k] for k in ("model", "dataset", "seed")} | {"method": role},
+        "fit_settings": {"modes": list(modes), "n_boot": n_boot, "seed": seed},
         "test_error": summary["test_error"],
         "compression": summary["compression"],
         "kept_percent": summary["kept_percent"],
         "views": views,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(path, record)
-    return record
 
 
 def _fit_record(fit) -> dict:
@@ -392,7 +438,9 @@ def to_digest(rows: list[dict], mode: str = "window") -> str:
         null = sum(bool(r["beats_null"]) for r in fitted)
         named = [a for r in fitted for a in (r["better_alternatives"] or "").split()]
         alt = sum(bool(r["better_alternatives"]) for r in fitted)
-        alt_text = f"{alt}/{seeds}" + (f" ({max(set(named), key=named.count)})" if named else "")
+        # the most frequent alternative, ties by name (not by set order, which varies by process)
+        alt_text = f"{alt}/{seeds}" + (f" ({max(sorted(set(named)), key=named.count)})"
+                                       if named else "")  # fmt: skip
         supported = sum(bool(r["scale_free"]) for r in group)
         lines.append(
             head + f"{mean_sd([r['alpha'] for r in fitted])} ({se:.2f}) | {lo:g}-{hi} | "
@@ -407,9 +455,7 @@ def networks_table(runs: list[dict]) -> str:
     compression and test error (%)."""
     groups: dict[tuple, list[dict]] = {}
     for r in runs:
-        # run folders are <model>-<dataset>-<role>-seed<k>
-        role = r["run"][len(r["model"]) + len(r["dataset"]) + 2 : r["run"].rindex("-seed")]
-        groups.setdefault((r["model"], r["dataset"], role), []).append(r)
+        groups.setdefault((r["model"], r["dataset"], r["role"]), []).append(r)
     lines = ["| model | data | method | seeds | compression | test error (%) |",
              "|---|---|---|---|---|---|"]  # fmt: skip
     for (model, dataset, method), group in sorted(groups.items()):
@@ -421,13 +467,14 @@ def networks_table(runs: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_summaries(out: Path) -> list[dict]:
-    """Test error, compression and wall time of every training run of the study."""
+def run_summaries(records: list[dict]) -> list[dict]:
+    """Test error, compression and wall time of every training run of the study (their records),
+    named by run key."""
     runs = []
-    for path in sorted((out / "runs").glob("*/summary.json")):
-        s = json.loads(path.read_text())
+    for s in sorted(records, key=lambda r: r["run_spec"]["key"]):
         runs.append({
-            "run": path.parent.name, "model": s["model"], "dataset": s["dataset"],
+            "run": s["run_spec"]["key"], "role": s["run_spec"]["settings"]["role"],
+            "model": s["model"], "dataset": s["dataset"],
             "method": s["method"], "seed": s["seed"], "test_error": s["test_error"],
             "dense_test_error": s.get("dense_test_error"), "compression": s["compression"],
             "kept_percent": s["kept_percent"], "wall_seconds": s["wall_seconds_this_run"],

@@ -4,7 +4,9 @@ connections grown during training attach preferentially.
     topoprune study run sparse-training [--quick]
     topoprune figures --study sparse-training
 
-Parts, each resumable (finished runs are skipped):
+Parts (every training run and every run's measurement a run spec: a finished one is never rerun,
+so an interrupted study resumes where it stopped, and the runs can go to local processes or a Ray
+cluster, docs/running.md):
 
 1. **SNIP's Table 1**: a dense model and SNIP (one global ranking of ``|g w|`` on 100 training
    examples at initialisation, then training of the masked network) per model, sparsity and seed
@@ -29,7 +31,12 @@ Parts, each resumable (finished runs are skipped):
 Outputs in ``results/sparse_training/``: ``table.csv`` (model, method, kept_percent, seeds,
 test_error_mean, test_error_std, part), ``snip.csv``, ``lottery.csv``, ``dst.csv``,
 ``attachment.csv``, ``fits.csv``, ``tables.md``, ``figures.json`` and ``summary.json``; the runs
-under ``runs/`` (summaries in git, checkpoints not).
+under ``runs/<key>-<hash>/`` (summaries in git, checkpoints not), keyed
+``<model>-<data>-<name>-seed<k>``: ``dense``, ``snip<sparsity>`` and
+``snip<sparsity>-<epochs>epochs``; ``lottery``, then ``reinit-round<r>`` (seed k + 1000) and
+``random-round<r>``, each needing its seed's ``lottery`` run; ``set``, ``rigl``, ``random``,
+``magnitude``; ``init-<method>-<sparse|default>``; and ``attach-<model>-<data>-<method>-seed<k>``,
+the attachment and fit measurements of a SET or RigL run (needing it).
 """
 
 from __future__ import annotations
@@ -44,8 +51,7 @@ from pathlib import Path
 import numpy as np
 
 from topoprune.attachment import compare_snapshots
-from topoprune.data import ImageDataset, load_dataset
-from topoprune.data.cache import write_json_atomic
+from topoprune.data import load_dataset
 from topoprune.errors import TopopruneError
 from topoprune.io import load_network
 from topoprune.io.checkpoint import snapshot_names
@@ -55,11 +61,13 @@ from topoprune.provenance import provenance
 from topoprune.prune.masks import weight_modules
 from topoprune.prune.methods import METHODS
 from topoprune.prune.sparse_evolution import erdos_renyi_densities
+from topoprune.runner import RunSpec, run_specs
 from topoprune.stats.node_layers import fit_node_layers
 from topoprune.train.engine import TrainSettings, resolve_device
 from topoprune.train.run import prune_run
 
 from ._data import subset
+from ._runs import config_from_settings, config_settings, describe
 from ._summary import write_study_summary
 from ._tables import columns_of, degree_histogram, mean_sd, rows_to_csv, rows_to_markdown
 
@@ -127,26 +135,67 @@ QUICK = Config(
 )
 
 
-class Runs:
-    """Training runs of the study, each in ``runs/<model>-<data>-<name>-seed<k>/``."""
+TRAIN_TASK = "topoprune_studies.sparse_training:train"
+MEASURE_TASK = "topoprune_studies.sparse_training:measure"
 
-    def __init__(self, out: Path, config: Config, device: str, progress: bool) -> None:
-        self.out, self.config, self.device, self.progress = out, config, device, progress
-        self._data: dict[tuple[str, int], ImageDataset] = {}
 
-    def data(self, name: str, images: int | None = None) -> ImageDataset:
-        images = self.config.train_subset if images is None else images
-        if (name, images) not in self._data:
-            self._data[name, images] = subset(load_dataset(name), images)
-        return self._data[name, images]
+def train(folder: Path, inputs: dict, *, model: str, dataset: str, method: str, seed: int,
+          device: str, batch_size: int, config: dict, train_subset: int = 0,
+          masks_of: str | None = None, kept_of: str | None = None,
+          kept_snapshot: str | None = None) -> dict:  # fmt: skip
+    """Run ``method`` on ``model`` in ``folder`` (resuming a killed attempt), on the first
+    ``train_subset`` training images (0: all). ``masks_of`` is the key of the needed run whose
+    checkpoint holds the masks (``fixed-masks``); ``kept_of`` that of the run whose mask
+    snapshot ``kept_snapshot`` gives the per-layer kept fractions (``random``)."""
+    values = dict(config)
+    if masks_of is not None:
+        values["masks"] = inputs[masks_of]["checkpoint"]
+    if kept_of is not None:
+        values["kept"] = mask_densities(inputs[kept_of]["checkpoint"], kept_snapshot)
+    settings = TrainSettings(seed=seed, device=device, batch_size=batch_size)
+    data = subset(load_dataset(dataset), train_subset)
+    return prune_run(model, dataset, method, config_from_settings(method, values), settings,
+                     folder, resume=True, data=data)  # fmt: skip
 
-    def train(self, model: str, data: str, name: str, seed: int, method: str, config,
-              batch: int, images: int | None = None) -> dict:  # fmt: skip
-        settings = TrainSettings(seed=seed, device=self.device, progress=self.progress,
-                                 batch_size=batch)  # fmt: skip
-        folder = self.out / "runs" / f"{model}-{data}-{name}-seed{seed}"
-        return prune_run(model, data, method, config, settings, folder, resume=True,
-                         data=self.data(data, images))  # fmt: skip
+
+def mask_densities(checkpoint: str, snapshot: str | None) -> list[float]:
+    """The kept fraction of every weight layer in a checkpoint's mask snapshot, in order."""
+    network = load_network(checkpoint, snapshot=snapshot, keep_weights=False)
+    return [float(layer.density) for layer in network.layers]
+
+
+class Plan:
+    """The study's run specs, and which part each belongs to."""
+
+    def __init__(self, config: Config, device: str) -> None:
+        self.config, self.device = config, device
+        self.specs: list[RunSpec] = []
+        self.parts: dict[str, str] = {}
+
+    def train(self, part: str, model: str, data: str, name: str, seed: int, method: str, cfg,
+              batch: int, images: int | None = None, *, masks_of: str | None = None,
+              kept_of: str | None = None, kept_snapshot: str | None = None) -> str:  # fmt: skip
+        """A training run keyed ``<model>-<data>-<name>-seed<k>``, on ``images`` training images
+        (default: the config's subset). ``masks_of`` / ``kept_of`` are keys of runs it needs:
+        the config's ``masks`` / ``kept`` come from them (see :func:`train`)."""
+        key = f"{model}-{data}-{name}-seed{seed}"
+        values = config_settings(cfg)
+        needed = {"masks_of": masks_of, "kept_of": kept_of, "kept_snapshot": kept_snapshot}
+        needed = {k: v for k, v in needed.items() if v is not None}
+        for field, of in (("masks", masks_of), ("kept", kept_of)):
+            if of is not None:
+                del values[field]  # filled in by the task from the needed run
+        settings = {"model": model, "dataset": data, "method": method, "seed": seed,
+                    "device": self.device, "batch_size": batch, "config": values,
+                    "train_subset": self.config.train_subset if images is None else images,
+                    **needed}  # fmt: skip
+        needs = tuple(dict.fromkeys(k for k in (masks_of, kept_of) if k is not None))
+        return self.add(part, RunSpec(key, TRAIN_TASK, settings, needs))
+
+    def add(self, part: str, spec: RunSpec) -> str:
+        self.specs.append(spec)
+        self.parts[spec.key] = part
+        return spec.key
 
 
 def _kept_percent(summary: dict) -> float:
@@ -168,28 +217,34 @@ def _early_stopping(summary: dict, stage: str) -> dict:
 # ---- part 1: SNIP's table ----------------------------------------------------------------------
 
 
-def snip_part(runs: Runs, config: Config) -> list[dict]:
+def snip_part(plan: Plan, config: Config) -> list[tuple[str, tuple]]:
+    """SNIP's runs: each run's key and its row's model, method, sparsity, seed, epochs (and
+    schedule)."""
     epochs = dict(config.snip_epochs)
-    rows = []
+    runs = []
     for seed in config.seeds:
         for model in dict.fromkeys(m for m, _ in config.snip_cases):
             dense = METHODS["dense"].Config(epochs=epochs[model], **SNIP_RECIPE)
-            summary = runs.train(model, "mnist", "dense", seed, "dense", dense, BATCH["snip"])
-            rows.append(_snip_row(model, "dense", 0.0, seed, summary, epochs[model]))
+            key = plan.train("snip", model, "mnist", "dense", seed, "dense", dense, BATCH["snip"])
+            runs.append((key, (model, "dense", 0.0, seed, epochs[model])))
         for model, sparsity in config.snip_cases:
             snip = METHODS["snip"].Config(sparsity=(sparsity,), retrain_epochs=epochs[model],
                                           scoring_examples=100, **SNIP_RECIPE)  # fmt: skip
-            summary = runs.train(model, "mnist", f"snip{sparsity:g}", seed, "snip", snip,
-                                 BATCH["snip"])  # fmt: skip
-            rows.append(_snip_row(model, "snip", sparsity, seed, summary, epochs[model]))
+            key = plan.train("snip", model, "mnist", f"snip{sparsity:g}", seed, "snip", snip,
+                             BATCH["snip"])  # fmt: skip
+            runs.append((key, (model, "snip", sparsity, seed, epochs[model])))
     for model, sparsity, longer in config.snip_longer:
         snip = METHODS["snip"].Config(sparsity=(sparsity,), retrain_epochs=longer,
                                       scoring_examples=100, **SNIP_RECIPE)  # fmt: skip
-        summary = runs.train(model, "mnist", f"snip{sparsity:g}-{longer}epochs", config.seeds[0],
-                             "snip", snip, BATCH["snip"])  # fmt: skip
-        rows.append(_snip_row(model, "snip", sparsity, config.seeds[0], summary, longer,
-                              "longer"))  # fmt: skip
-    return rows
+        key = plan.train("snip", model, "mnist", f"snip{sparsity:g}-{longer}epochs",
+                         config.seeds[0], "snip", snip, BATCH["snip"])  # fmt: skip
+        runs.append((key, (model, "snip", sparsity, config.seeds[0], longer, "longer")))
+    return runs
+
+
+def snip_rows(runs: list[tuple[str, tuple]], records: dict) -> list[dict]:
+    """One row per SNIP run (:func:`snip_part`), from its record."""
+    return [_snip_row(*row[:4], records[key], *row[4:]) for key, row in runs]
 
 
 def _snip_row(model: str, method: str, sparsity: float, seed: int, summary: dict,
@@ -221,40 +276,56 @@ def snip_table(rows: list[dict]) -> list[dict]:
 # ---- part 2: the lottery-ticket curve ----------------------------------------------------------
 
 
-def lottery_part(runs: Runs, config: Config) -> list[dict]:
+def lottery_part(plan: Plan, config: Config) -> list[tuple[int, str, dict[int, tuple[str, str]]]]:
+    """Per seed: the ticket's run, and per reported round (but 0) the keys of its controls,
+    which need the ticket (its mask snapshot of that round)."""
     model, data = "lenet300", "mnist"
     rounds = max(config.lottery_rounds)
     epochs = config.lottery_epochs
-    rows = []
+    runs = []
     for seed in config.seeds:
         ticket_config = METHODS["lottery"].Config(rounds=max(rounds, 1), round_epochs=epochs,
                                                   dense_epochs=0, **LOTTERY_RECIPE)  # fmt: skip
-        ticket = runs.train(model, data, "lottery", seed, "lottery", ticket_config,
+        ticket = plan.train("lottery", model, data, "lottery", seed, "lottery", ticket_config,
                             BATCH["lottery"])  # fmt: skip
-        checkpoint = ticket["checkpoint"]
+        controls = {}
+        for r in config.lottery_rounds:
+            if r == 0:
+                continue  # the dense network: no control
+            stage = f"round{r}"
+            # the ticket's masks from a new initialisation: the run's seed differs from the ticket's
+            fixed = METHODS["fixed-masks"].Config(snapshot=stage, epochs=epochs, **LOTTERY_RECIPE)
+            reinit = plan.train("lottery", model, data, f"reinit-round{r}", seed + 1000,
+                                "fixed-masks", fixed, BATCH["lottery"],
+                                masks_of=ticket)  # fmt: skip
+            # random masks of the round's per-layer densities
+            random = METHODS["random"].Config(epochs=epochs, dense_epochs=0, **LOTTERY_RECIPE)
+            rand = plan.train("lottery", model, data, f"random-round{r}", seed, "random", random,
+                              BATCH["lottery"], kept_of=ticket, kept_snapshot=stage)  # fmt: skip
+            controls[r] = (reinit, rand)
+        runs.append((seed, ticket, controls))
+    return runs
+
+
+def lottery_rows(runs: list[tuple[int, str, dict]], records: dict, config: Config) -> list[dict]:
+    """Per seed and reported round: the ticket's row and its controls' rows."""
+    model, rows = "lenet300", []
+    for seed, ticket_key, controls in runs:
+        ticket = records[ticket_key]
         for r in config.lottery_rounds:
             stage = f"round{r}"
-            network = load_network(checkpoint, snapshot=stage, keep_weights=False)
+            network = load_network(ticket["checkpoint"], snapshot=stage, keep_weights=False)
             kept = 100 * sum(int(la.mask.sum()) for la in network.layers) / network.size
             base = {"model": model, "round": r, "seed": seed, "kept_percent": round(kept, 2)}
             rows.append({**base, "variant": "ticket",
                          "test_error": round(100 * ticket["stage_test_errors"][stage], 3),
                          **_early_stopping(ticket, stage)})  # fmt: skip
             if r == 0:
-                continue  # the dense network: no control
-            fixed = METHODS["fixed-masks"].Config(masks=checkpoint, snapshot=stage, epochs=epochs,
-                                                  **LOTTERY_RECIPE)  # fmt: skip
-            # a new initialisation: the run's seed differs from the ticket's
-            reinit = runs.train(model, data, f"reinit-round{r}", seed + 1000, "fixed-masks",
-                                fixed, BATCH["lottery"])  # fmt: skip
+                continue
+            reinit, rand = (records[key] for key in controls[r])
             rows.append({**base, "variant": "reinit",
                          "test_error": round(100 * reinit["test_error"], 3),
                          **_early_stopping(reinit, "fixed")})  # fmt: skip
-            densities = tuple(float(la.density) for la in network.layers)
-            random = METHODS["random"].Config(kept=densities, epochs=epochs, dense_epochs=0,
-                                              **LOTTERY_RECIPE)  # fmt: skip
-            rand = runs.train(model, data, f"random-round{r}", seed, "random", random,
-                              BATCH["lottery"])  # fmt: skip
             rows.append({**base, "variant": "random",
                          "test_error": round(100 * rand["test_error"], 3),
                          **_early_stopping(rand, "random")})  # fmt: skip
@@ -311,23 +382,32 @@ def dst_config(method: str, model: str, epochs: int, config: Config):
                                        retrain_lr_factor=1.0, **recipe)  # fmt: skip
 
 
-def dst_part(runs: Runs, config: Config) -> tuple[list[dict], dict]:
-    rows, summaries = [], {}
+def dst_part(plan: Plan, config: Config) -> list[tuple[str, tuple]]:
+    """The dynamic sparse training runs: each run's key and its model, data, method, seed,
+    epochs."""
+    runs = []
     for model, data, epochs in config.dst_cases:
         for seed in config.seeds:
             for method in DST_METHODS:
                 cfg = dst_config(method, model, epochs, config)
-                summary = runs.train(model, data, method, seed, method, cfg,
-                                     BATCH["dst"][model])  # fmt: skip
-                summaries[(model, data, method, seed)] = summary
-                row = {"model": model, "data": data, "method": method, "seed": seed,
-                       "epochs": epochs, "kept_percent": _kept_percent(summary),
-                       "test_error": round(100 * summary["test_error"], 3),
-                       "seconds": round(summary["wall_seconds_this_run"], 1)}  # fmt: skip
-                if method == "magnitude":
-                    row["dense_test_error"] = round(100 * summary["stage_test_errors"]["dense"], 3)
-                rows.append(row)
-    return rows, summaries
+                key = plan.train("dynamic_sparse_training", model, data, method, seed, method, cfg,
+                                 BATCH["dst"][model])  # fmt: skip
+                runs.append((key, (model, data, method, seed, epochs)))
+    return runs
+
+
+def dst_rows(runs: list[tuple[str, tuple]], records: dict) -> list[dict]:
+    rows = []
+    for key, (model, data, method, seed, epochs) in runs:
+        summary = records[key]
+        row = {"model": model, "data": data, "method": method, "seed": seed,
+               "epochs": epochs, "kept_percent": _kept_percent(summary),
+               "test_error": round(100 * summary["test_error"], 3),
+               "seconds": round(summary["wall_seconds_this_run"], 1)}  # fmt: skip
+        if method == "magnitude":
+            row["dense_test_error"] = round(100 * summary["stage_test_errors"]["dense"], 3)
+        rows.append(row)
+    return rows
 
 
 def dst_table(rows: list[dict]) -> list[dict]:
@@ -342,23 +422,29 @@ def dst_table(rows: list[dict]) -> list[dict]:
     return out
 
 
-def init_check_part(runs: Runs, config: Config) -> list[dict]:
+def init_check_part(plan: Plan, config: Config) -> list[tuple[str, dict]]:
     """SET, RigL and static random masks with and without ``--sparse-init``, one seed, a short
-    run on a subset: does the default (dense-scale) initialisation train at these densities?"""
+    run on a subset: does the default (dense-scale) initialisation train at these densities?
+    Each run's key and the start of its row."""
     model, data, epochs, images = config.init_check
-    rows = []
+    runs = []
     for method in ("set", "rigl", "random"):
         for sparse_init in (False, True):
             cfg = dataclasses.replace(dst_config(method, model, epochs, config),
                                       sparse_init=sparse_init)  # fmt: skip
             name = f"init-{method}-{'sparse' if sparse_init else 'default'}"
-            summary = runs.train(model, data, name, config.seeds[0], method, cfg,
-                                 BATCH["dst"][model], images)  # fmt: skip
-            rows.append({"model": model, "data": data, "method": method,
-                         "sparse_init": sparse_init, "seed": config.seeds[0], "epochs": epochs,
-                         "train_images": images, "kept_percent": _kept_percent(summary),
-                         "test_error": round(100 * summary["test_error"], 3)})  # fmt: skip
-    return rows
+            key = plan.train("init_check", model, data, name, config.seeds[0], method, cfg,
+                             BATCH["dst"][model], images)  # fmt: skip
+            runs.append((key, {"model": model, "data": data, "method": method,
+                               "sparse_init": sparse_init, "seed": config.seeds[0],
+                               "epochs": epochs, "train_images": images}))  # fmt: skip
+    return runs
+
+
+def init_check_rows(runs: list[tuple[str, dict]], records: dict) -> list[dict]:
+    return [{**row, "kept_percent": _kept_percent(records[key]),
+             "test_error": round(100 * records[key]["test_error"], 3)}
+            for key, row in runs]  # fmt: skip
 
 
 # ---- part 4: attachment and degree distributions during training ------------------------------
@@ -382,36 +468,52 @@ def spaced(count: int, k: int) -> list[int]:
     return sorted({round(i * (count - 1) / (k - 1)) for i in range(k)})
 
 
-def attachment_part(summaries: dict, config: Config, cache: Path) -> tuple[list[dict], list[dict]]:
-    """Attachment rows (one per run, update and linear layer) and fit rows (one per run, time,
-    node layer and mode); each run's measurements are cached beside its other results."""
-    attach_rows, fit_rows = [], []
-    for (model, data, method, seed), summary in summaries.items():
+def attachment_part(plan: Plan, dst_runs: list[tuple[str, tuple]],
+                    config: Config) -> list[tuple[str, dict]]:  # fmt: skip
+    """A measurement spec per SET and RigL run (``attach-<run key>``, needing the run); each
+    spec's key and the columns its rows start with."""
+    runs = []
+    for run_key, (model, data, method, seed, _) in dst_runs:
         if method not in ("set", "rigl"):
             continue
-        path = cache / f"{model}-{data}-{method}-seed{seed}.json"
-        settings = {"pairs": config.attachment_pairs, "n_boot": config.attachment_boot,
-                    "fit_boot": config.fit_boot, "steps": summary["steps"],
-                    "test_error": summary["test_error"]}  # fmt: skip
-        record = json.loads(path.read_text()) if path.exists() else {}
-        if record.get("settings") != settings:
-            record = measure_run(summary["checkpoint"], method, seed, config)
-            record["settings"] = settings
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(path, record)
-        base = {"model": model, "data": data, "method": method, "seed": seed}
-        attach_rows += [{**base, **r} for r in record["attachment"]]
-        fit_rows += [{**base, **r} for r in record["fits"]]
+        key = plan.add("attachment_and_fits", RunSpec(
+            f"attach-{run_key}", MEASURE_TASK,
+            {"run": run_key, "method": method, "seed": seed, "pairs": config.attachment_pairs,
+             "n_boot": config.attachment_boot, "fit_boot": config.fit_boot},
+            needs=(run_key,),
+        ))  # fmt: skip
+        runs.append((key, {"model": model, "data": data, "method": method, "seed": seed}))
+    return runs
+
+
+def attachment_rows(runs: list[tuple[str, dict]],
+                    records: dict) -> tuple[list[dict], list[dict]]:  # fmt: skip
+    """Attachment rows (one per run, update and linear layer) and fit rows (one per run, time,
+    node layer and mode)."""
+    attach_rows, fit_rows = [], []
+    for key, base in runs:
+        attach_rows += [{**base, **r} for r in records[key]["attachment"]]
+        fit_rows += [{**base, **r} for r in records[key]["fits"]]
     return attach_rows, fit_rows
 
 
-def measure_run(checkpoint: str, method: str, seed: int, config: Config) -> dict:
+def measure(folder: Path, inputs: dict, *, run: str, method: str, seed: int, pairs: int,
+            n_boot: int, fit_boot: int) -> dict:  # fmt: skip
+    """The task of an ``attach-`` spec: :func:`measure_run` on the needed run ``run``."""
+    return measure_run(inputs[run]["checkpoint"], method, seed, pairs, n_boot, fit_boot)
+
+
+def measure_run(checkpoint: str, method: str, seed: int, pairs: int, n_boot: int,
+                fit_boot: int) -> dict:  # fmt: skip
+    """Attachment between ``pairs`` evenly spaced consecutive mask snapshots of a SET or RigL
+    run (``n_boot`` bootstrap samples), and window- and clauset-mode fits (``fit_boot``) of its
+    node layers' degrees at the start, the middle and the end of training."""
     names = dynamic_snapshots(checkpoint, method)
     attachment = []
-    for i in spaced(len(names) - 1, config.attachment_pairs):
+    for i in spaced(len(names) - 1, pairs):
         before = load_network(checkpoint, snapshot=names[i], keep_weights=False)
         after = load_network(checkpoint, snapshot=names[i + 1], keep_weights=False)
-        result = compare_snapshots(before, after, n_boot=config.attachment_boot, seed=seed)
+        result = compare_snapshots(before, after, n_boot=n_boot, seed=seed)
         for layer in result["layers"]:
             a = layer.get("attachment")
             attachment.append({
@@ -430,7 +532,7 @@ def measure_run(checkpoint: str, method: str, seed: int, config: Config) -> dict
         network = load_network(checkpoint, snapshot=snapshot, keep_weights=False)
         layers = network.node_layers("channel")
         for mode in ("window", "clauset"):
-            fitted = fit_node_layers(network, mode=mode, n_boot=config.fit_boot, seed=seed)
+            fitted = fit_node_layers(network, mode=mode, n_boot=fit_boot, seed=seed)
             for layer, fit in zip(layers, fitted, strict=True):
                 record = fit.to_dict()
                 null = next((c for c in record["comparisons"]
@@ -516,24 +618,30 @@ def table_rows(snip: list[dict], lottery: list[dict], dst: list[dict]) -> list[d
     return rows
 
 
-def run(config: Config, out: str | Path, *, progress: bool = False) -> dict:
-    """Every part; writes the tables, ``figures.json`` and ``summary.json`` into ``out``."""
+def run(config: Config, out: str | Path, *, progress: bool = False, executor=None) -> dict:
+    """Every part's runs (one graph), then the tables, ``figures.json`` and ``summary.json``."""
     out = Path(out)
     start = time.perf_counter()
     origin = provenance(("topoprune", "torch", "numpy"))
-    runs = Runs(out, config, resolve_device(config.device), progress)
-    clock = {}
-    tic = time.perf_counter()
-    snip = snip_part(runs, config)
-    clock["snip"], tic = time.perf_counter() - tic, time.perf_counter()
-    lottery = lottery_part(runs, config)
-    clock["lottery"], tic = time.perf_counter() - tic, time.perf_counter()
-    dst, summaries = dst_part(runs, config)
-    clock["dynamic_sparse_training"], tic = time.perf_counter() - tic, time.perf_counter()
-    init = init_check_part(runs, config)
-    clock["init_check"], tic = time.perf_counter() - tic, time.perf_counter()
-    attachment, fits = attachment_part(summaries, config, out / "attach")
-    clock["attachment_and_fits"] = time.perf_counter() - tic
+    device = resolve_device(config.device)
+    plan = Plan(config, device)
+    snip_runs = snip_part(plan, config)
+    lottery_runs = lottery_part(plan, config)
+    dst_runs = dst_part(plan, config)
+    init_runs = init_check_part(plan, config)
+    attach_runs = attachment_part(plan, dst_runs, config)
+    records = run_specs(plan.specs, out / "runs", executor, progress=progress)
+    # seconds of the runs this invocation ran, per part (summed: they may have run at once)
+    clock = dict.fromkeys(
+        ("snip", "lottery", "dynamic_sparse_training", "init_check", "attachment_and_fits"), 0.0
+    )
+    for key in records.submitted:
+        clock[plan.parts[key]] += records[key]["run_spec"]["task_seconds"]
+    snip = snip_rows(snip_runs, records)
+    lottery = lottery_rows(lottery_runs, records, config)
+    dst = dst_rows(dst_runs, records)
+    init = init_check_rows(init_runs, records)
+    attachment, fits = attachment_rows(attach_runs, records)
 
     tables = {"snip": snip_table(snip), "lottery": lottery_table(lottery), "dst": dst_table(dst),
               "attachment": attachment_table(attachment), "fits": fits_table(fits)}  # fmt: skip
@@ -563,9 +671,9 @@ def run(config: Config, out: str | Path, *, progress: bool = False) -> dict:
         "paper_lottery_remaining": PAPER_LOTTERY_REMAINING, "snip_recipe": SNIP_RECIPE,
         "lottery_recipe": LOTTERY_RECIPE, "dst_recipe": DST_RECIPE, "batch": BATCH,
         "part_seconds": {k: round(v, 1) for k, v in clock.items()}, "wall_seconds": wall,
-        "device": runs.device, "provenance": origin,
+        "device": device, "executor": describe(executor), "provenance": origin,
     })  # fmt: skip
-    return {"rows": tables["snip"], "wall_seconds": wall}
+    return {"rows": tables["snip"], "wall_seconds": wall, "submitted": records.submitted}
 
 
 # ---- figures -----------------------------------------------------------------------------------

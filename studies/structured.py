@@ -18,8 +18,13 @@ several penalties, ``epsilon-resnet`` on the residual CNN at several epsilons, `
 on LeNet-300-100 with PReLU (``others.csv``).
 
 Schedules are short (the budget is 2 hours on 2 CPU cores for everything); the dense error they
-reach is the reference for "within 0.1 points". A run whose summary exists is not rerun, so the
-study resumes.
+reach is the reference for "within 0.1 points". Every training is a run spec keyed
+``<model>-<dataset>-<method>-seed<k>`` (``lstm_mnist-mnist-iss-lstm-0.06-seed0`` for a setting of
+the other structures; folder ``runs/<key>-<hash>/``), started from its dense model's run where it
+has one; a finished run is never rerun, so the study resumes, and the runs can go to local
+processes or a Ray cluster (docs/running.md). Compaction, timing and the channel graphs are done
+in the driver once every run is done; ``summary.json``'s ``run_folders`` maps each key to its
+folder.
 """
 
 from __future__ import annotations
@@ -35,7 +40,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from topoprune.data import ImageDataset, load_dataset
 from topoprune.errors import TopopruneError
 from topoprune.io import load_network
 from topoprune.models import MODELS, build_model
@@ -50,12 +54,12 @@ from topoprune.provenance import provenance
 from topoprune.prune.allocation import per_layer
 from topoprune.prune.masks import weight_modules
 from topoprune.prune.methods import METHODS
+from topoprune.runner import RunSpec, run_specs
 from topoprune.topology import network_from_module
 from topoprune.train.compaction import compacted_model
-from topoprune.train.engine import TrainSettings, resolve_device
-from topoprune.train.run import prune_run
+from topoprune.train.engine import resolve_device
 
-from ._data import subset
+from ._runs import TRAIN_TASK, config_settings, describe
 from ._summary import write_study_summary
 from ._tables import columns_of, rows_to_csv, rows_to_markdown
 from .deep_compression import csr_bytes as weight_csr_bytes
@@ -150,75 +154,81 @@ def matched_sparsity(model: str, widths: list[int]) -> tuple[float, ...]:
     return tuple(out)
 
 
-class Study:
-    """Runs in ``out/runs/<model>-<dataset>-<method>-seed<k>/``."""
+def run_key(model: str, dataset: str, method: str, seed: int) -> str:
+    """The run spec's key: ``lenet5-mnist-filter-l1-seed0`` (``method`` names the study's
+    variant: ``dense-continued``, ``iss-lstm-0.06``)."""
+    return f"{model}-{dataset}-{method}-seed{seed}"
 
-    def __init__(self, out: Path, config: Config, progress: bool) -> None:
-        self.out, self.config, self.progress = out, config, progress
-        self.device = resolve_device(config.device)
-        self.data: dict[str, ImageDataset] = {}
-        self.dense: dict[tuple[str, str, int], dict] = {}  # every method starts from these
 
-    def dataset(self, name: str) -> ImageDataset:
-        if name not in self.data:
-            self.data[name] = subset(load_dataset(name), self.config.train_subset)
-        return self.data[name]
+def _spec(config: Config, device: str, model: str, dataset: str, name: str, seed: int,
+          method: str, cfg, init: str | None = None, batch_size: int = 128) -> RunSpec:  # fmt: skip
+    """The spec of the study's run ``name`` (key :func:`run_key`), ``method`` training it."""
+    return RunSpec(run_key(model, dataset, name, seed), TRAIN_TASK, {
+        "model": model, "dataset": dataset, "method": method, "seed": seed, "device": device,
+        "config": config_settings(cfg), "init": init, "train_subset": config.train_subset,
+        "batch_size": batch_size,
+    }, needs=() if init is None else (init,))  # fmt: skip
 
-    def folder(self, model: str, dataset: str, method: str, seed: int) -> Path:
-        return self.out / "runs" / f"{model}-{dataset}-{method}-seed{seed}"
 
-    def config_of(self, model: str, method: str):
-        scale = self.config.epoch_scale
-        if method == "dense":
-            return METHODS["dense"].Config(**_scaled(DENSE, scale))
-        recipe = _scaled(RECIPES[method], scale)
-        if method == "dense-continued":
-            return METHODS["dense"].Config(**COMMON, **recipe)
-        if method == "magnitude":
-            widths = kept_widths(model, RECIPES["filter-l1"]["sparsity"])
-            recipe["sparsity"] = matched_sparsity(model, widths)
-            return METHODS[method].Config(**COMMON, **recipe)
-        if method == "filter-l1":
-            recipe["dense_layers"] = (_layers(model)[-1],)
-        if method == "taylor-fm":
-            recipe["prune_every"] = self.config.prune_every
+def method_config(config: Config, model: str, method: str):
+    """The config of a main-part run: ``dense``, a method of ``RECIPES``, ``dense-continued``
+    (the registered ``dense`` method, started from the dense model)."""
+    scale = config.epoch_scale
+    if method == "dense":
+        return METHODS["dense"].Config(**_scaled(DENSE, scale))
+    recipe = _scaled(RECIPES[method], scale)
+    if method == "dense-continued":
+        return METHODS["dense"].Config(**COMMON, **recipe)
+    if method == "magnitude":
+        widths = kept_widths(model, RECIPES["filter-l1"]["sparsity"])
+        recipe["sparsity"] = matched_sparsity(model, widths)
         return METHODS[method].Config(**COMMON, **recipe)
-
-    def train(self, model: str, dataset: str, method: str, seed: int) -> dict:
-        if method == "dense" and (model, dataset, seed) in self.dense:
-            return self.dense[model, dataset, seed]
-        init = (
-            None if method == "dense" else self.train(model, dataset, "dense", seed)["checkpoint"]
-        )
-        settings = TrainSettings(seed=seed, device=self.device, progress=self.progress)
-        registered = "dense" if method == "dense-continued" else method
-        summary = prune_run(model, dataset, registered, self.config_of(model, method), settings,
-                            self.folder(model, dataset, method, seed), resume=True, init=init,
-                            data=self.dataset(dataset))  # fmt: skip
-        if method == "dense":
-            self.dense[model, dataset, seed] = summary
-        return summary
-
-    def methods_for(self, model: str) -> list[str]:
-        has_norm = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
-                       for m in build_model(model).modules())  # fmt: skip
-        chosen = [m for m in self.config.methods if m != "slimming" or has_norm]
-        return [*chosen, "magnitude", "dense-continued"]
+    if method == "filter-l1":
+        recipe["dense_layers"] = (_layers(model)[-1],)
+    if method == "taylor-fm":
+        recipe["prune_every"] = config.prune_every
+    return METHODS[method].Config(**COMMON, **recipe)
 
 
-def training_part(study: Study) -> list[dict]:
-    """Every run; one row per (model, dataset, method, seed)."""
-    config, rows = study.config, []
+def methods_for(config: Config, model: str) -> list[str]:
+    """The runs started from each dense model: the structured methods (slimming only on a model
+    with BatchNorm), the unstructured model and the control."""
+    has_norm = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+                   for m in build_model(model).modules())  # fmt: skip
+    chosen = [m for m in config.methods if m != "slimming" or has_norm]
+    return [*chosen, "magnitude", "dense-continued"]
+
+
+def _combos(config: Config) -> list[tuple[str, str, int]]:
+    """(model, data set, seed): every seed on the first pair, ``other_seeds`` on the others."""
     pairs = [(m, d) for m in config.models for d in config.datasets]
-    combos = [(m, d, s) for i, (m, d) in enumerate(pairs)
-              for s in (config.seeds if i == 0 else config.other_seeds)]  # fmt: skip
-    for model, dataset, seed in combos:  # every dense model first: the methods start from them
-        rows.append(_run_row(model, dataset, "dense", seed,
-                             study.train(model, dataset, "dense", seed)))  # fmt: skip
-    for model, dataset, seed in combos:
-        for method in study.methods_for(model):
-            summary = study.train(model, dataset, method, seed)
-            rows.append(_run_row(model, dataset, method, seed, summary))
+    return [(m, d, s) for i, (m, d) in enumerate(pairs)
+            for s in (config.seeds if i == 0 else config.other_seeds)]  # fmt: skip
+
+
+def training_specs(config: Config, device: str) -> list[RunSpec]:
+    """Every dense model, then every method started from its (model, data set, seed)'s."""
+    specs = [_spec(config, device, model, dataset, "dense", seed, "dense",
+                   method_config(config, model, "dense"))
+             for model, dataset, seed in _combos(config)]  # fmt: skip
+    for model, dataset, seed in _combos(config):
+        dense = run_key(model, dataset, "dense", seed)
+        for method in methods_for(config, model):
+            registered = "dense" if method == "dense-continued" else method
+            specs.append(_spec(config, device, model, dataset, method, seed, registered,
+                               method_config(config, model, method), init=dense))  # fmt: skip
+    return specs
+
+
+def training_part(config: Config, records: dict) -> list[dict]:
+    """One row per (model, dataset, method, seed), in :func:`training_specs`' order."""
+    rows = [_run_row(model, dataset, "dense", seed,
+                     records[run_key(model, dataset, "dense", seed)])
+            for model, dataset, seed in _combos(config)]  # fmt: skip
+    for model, dataset, seed in _combos(config):
+        for method in methods_for(config, model):
+            rows.append(_run_row(model, dataset, method, seed,
+                                 records[run_key(model, dataset, method, seed)]))  # fmt: skip
     return rows
 
 
@@ -237,56 +247,72 @@ RESIDUAL = {
 }
 
 
-def others_part(study: Study) -> list[dict]:
-    """One seed each: iss-lstm at every penalty from one dense LSTM; epsilon-resnet at every
-    epsilon from one plain residual CNN; layer-fold on LeNet-300-100 with PReLU."""
-    config = study.config
+def other_specs(config: Config, device: str) -> list[RunSpec]:
+    """One seed each, on MNIST: a dense LSTM, its control trained 2 epochs more (as long as the
+    methods) and iss-lstm at every penalty from it; the same for the residual CNN and
+    epsilon-resnet at every epsilon; layer-fold on LeNet-300-100 with PReLU at every penalty."""
     if not config.others:
         return []
-    seed, scale, rows = config.other_seed, config.epoch_scale, []
-    data = study.dataset("mnist")
-    settings = TrainSettings(seed=seed, device=study.device, progress=study.progress,
-                             batch_size=LSTM["batch_size"])  # fmt: skip
-    batch_128 = TrainSettings(seed=seed, device=study.device, progress=study.progress)
+    seed, scale, specs = config.other_seed, config.epoch_scale, []
 
-    def run(model: str, method: str, cfg, name: str, init=None, run_settings=settings) -> dict:
-        return prune_run(model, "mnist", method, cfg, run_settings,
-                         study.folder(model, "mnist", name, seed), resume=True, init=init,
-                         data=data)  # fmt: skip
+    def spec(model, name, method, cfg, init=None, batch_size=128) -> RunSpec:
+        return _spec(config, device, model, "mnist", name, seed, method, cfg,
+                     None if init is None else run_key(model, "mnist", init, seed),
+                     batch_size)  # fmt: skip
 
-    def dense_and_control(model: str, recipe: dict, lr: float, units: int, run_settings) -> dict:
-        """The dense model, and the control trained 2 epochs more (as long as the methods)."""
-        dense = run(model, "dense", METHODS["dense"].Config(**_scaled(recipe, scale)), "dense",
-                    None, run_settings)  # fmt: skip
-        more = METHODS["dense"].Config(**_scaled({"epochs": 2, "lr": lr}, scale))
-        continued = run(model, "dense", more, "dense-continued", dense["checkpoint"], run_settings)
-        for name, summary, setting in (
-            ("dense", dense, "-"),
-            ("dense-continued", continued, "+2 epochs"),
-        ):
-            rows.append({"model": model, "method": name, "setting": setting,
-                         "test_error": 100 * summary["test_error"], "kept": units,
-                         "of": units})  # fmt: skip
-        return dense
+    def dense_and_control(model: str, recipe: dict, lr: float, batch_size: int) -> None:
+        more = {"epochs": 2, "lr": lr}
+        specs.extend([
+            spec(model, "dense", "dense", METHODS["dense"].Config(**_scaled(recipe, scale)),
+                 batch_size=batch_size),
+            spec(model, "dense-continued", "dense",
+                 METHODS["dense"].Config(**_scaled(more, scale)), "dense", batch_size),
+        ])  # fmt: skip
 
-    dense = dense_and_control("lstm_mnist", LSTM["dense"], LSTM["iss"]["lr"],
-                              build_model("lstm_mnist").hidden_size, settings)  # fmt: skip
+    dense_and_control("lstm_mnist", LSTM["dense"], LSTM["iss"]["lr"], LSTM["batch_size"])
     for penalty in config.lstm_penalties:
         cfg = METHODS["iss-lstm"].Config(penalty=penalty, **_scaled(LSTM["iss"], scale))
-        summary = run("lstm_mnist", "iss-lstm", cfg, f"iss-lstm-{penalty:g}", dense["checkpoint"])
+        specs.append(spec("lstm_mnist", f"iss-lstm-{penalty:g}", "iss-lstm", cfg, "dense",
+                          LSTM["batch_size"]))  # fmt: skip
+    dense_and_control("resnet_mnist", RESIDUAL["dense"], RESIDUAL["epsilon"]["lr"], 128)
+    for epsilon in config.epsilons:
+        cfg = METHODS["epsilon-resnet"].Config(epsilon=epsilon,
+                                               **_scaled(RESIDUAL["epsilon"], scale))  # fmt: skip
+        specs.append(spec("resnet_mnist", f"epsilon-resnet-{epsilon:g}", "epsilon-resnet", cfg,
+                          "dense"))  # fmt: skip
+    for penalty in config.fold_penalties:
+        cfg = METHODS["layer-fold"].Config(penalty=penalty, **_scaled(FOLD, scale))
+        specs.append(spec("lenet300_prelu", f"layer-fold-{penalty:g}", "layer-fold", cfg))
+    return specs
+
+
+def others_part(config: Config, records: dict) -> list[dict]:
+    """The rows of ``others.csv`` from :func:`other_specs`' records."""
+    if not config.others:
+        return []
+    seed, rows = config.other_seed, []
+
+    def record(model: str, name: str) -> dict:
+        return records[run_key(model, "mnist", name, seed)]
+
+    def dense_and_control(model: str, units: int) -> None:
+        for name, setting in (("dense", "-"), ("dense-continued", "+2 epochs")):
+            rows.append({"model": model, "method": name, "setting": setting,
+                         "test_error": 100 * record(model, name)["test_error"], "kept": units,
+                         "of": units})  # fmt: skip
+
+    dense_and_control("lstm_mnist", build_model("lstm_mnist").hidden_size)
+    for penalty in config.lstm_penalties:
+        summary = record("lstm_mnist", f"iss-lstm-{penalty:g}")
         report = summary["report"]
         rows.append({"model": "lstm_mnist", "method": "iss-lstm", "setting": f"penalty {penalty:g}",
                      "test_error": 100 * summary["test_error"],
                      "kept": report["hidden_units_kept"], "of": report["hidden_units"],
                      "params": report["params"], "params_compact": report["params_compact"],
                      "max_abs_difference": report["max_abs_difference"]})  # fmt: skip
-    plain = dense_and_control("resnet_mnist", RESIDUAL["dense"], RESIDUAL["epsilon"]["lr"],
-                              len(build_model("resnet_mnist").blocks), batch_128)  # fmt: skip
+    dense_and_control("resnet_mnist", len(build_model("resnet_mnist").blocks))
     for epsilon in config.epsilons:
-        cfg = METHODS["epsilon-resnet"].Config(epsilon=epsilon,
-                                               **_scaled(RESIDUAL["epsilon"], scale))  # fmt: skip
-        summary = run("resnet_mnist", "epsilon-resnet", cfg, f"epsilon-resnet-{epsilon:g}",
-                      plain["checkpoint"], batch_128)  # fmt: skip
+        summary = record("resnet_mnist", f"epsilon-resnet-{epsilon:g}")
         report = summary["report"]
         rows.append({"model": "resnet_mnist", "method": "epsilon-resnet",
                      "setting": f"epsilon {epsilon:g}", "test_error": 100 * summary["test_error"],
@@ -295,9 +321,7 @@ def others_part(study: Study) -> list[dict]:
                      "params_compact": report["params_compact"],
                      "max_abs_difference": report.get("max_abs_difference")})  # fmt: skip
     for penalty in config.fold_penalties:
-        fold_config = METHODS["layer-fold"].Config(penalty=penalty, **_scaled(FOLD, scale))
-        folded = run("lenet300_prelu", "layer-fold", fold_config, f"layer-fold-{penalty:g}", None,
-                     batch_128)  # fmt: skip
+        folded = record("lenet300_prelu", f"layer-fold-{penalty:g}")
         report = folded["report"]
         rows.append({"model": "lenet300_prelu", "method": "layer-fold",
                      "setting": f"penalty {penalty:g}", "test_error": 100 * folded["test_error"],
@@ -474,21 +498,24 @@ def targets(table: list[dict]) -> list[dict]:
             for r in rows]  # fmt: skip
 
 
-def run(config: Config, out: str | Path, *, progress: bool = False) -> dict:
-    """Every part; writes the tables, ``figures.json`` and ``summary.json`` into ``out``."""
+def run(config: Config, out: str | Path, *, progress: bool = False, executor=None) -> dict:
+    """Every training run (the main part's and the other structures'), then compaction, timing
+    and channel graphs in the driver; writes the tables, ``figures.json`` and ``summary.json``
+    into ``out``."""
     out = Path(out)
     start = time.perf_counter()
     origin = provenance(("topoprune", "torch", "numpy"))
-    study = Study(out, config, progress)
+    device = resolve_device(config.device)
     clock, tic = {}, time.perf_counter()
-    runs = training_part(study)
+    specs = training_specs(config, device) + other_specs(config, device)
+    records = run_specs(specs, out / "runs", executor, progress=progress)
+    runs = training_part(config, records)
+    others = others_part(config, records)
     clock["training"], tic = time.perf_counter() - tic, time.perf_counter()
     speed = speed_part(runs, config.latency_rounds, config.latency_repeats)
     clock["speed"], tic = time.perf_counter() - tic, time.perf_counter()
     topology = topology_part(runs)
-    clock["topology"], tic = time.perf_counter() - tic, time.perf_counter()
-    others = others_part(study)
-    clock["others"] = time.perf_counter() - tic
+    clock["topology"] = time.perf_counter() - tic
 
     table = main_table(runs, speed)
     goals = targets(table)
@@ -514,9 +541,11 @@ def run(config: Config, out: str | Path, *, progress: bool = False) -> dict:
         "residual": RESIDUAL,
         "targets": goals,
         "part_seconds": {k: round(v, 1) for k, v in clock.items()},
-        "wall_seconds": wall, "device": study.device, "provenance": origin,
+        "wall_seconds": wall, "device": device, "executor": describe(executor),
+        "run_folders": {s.key: f"runs/{records.folders[s.key].name}" for s in specs},
+        "provenance": origin,
     })  # fmt: skip
-    return {"rows": table, "wall_seconds": wall}
+    return {"rows": table, "wall_seconds": wall, "submitted": records.submitted}
 
 
 def _rounded(rows: list[dict]) -> list[dict]:

@@ -29,6 +29,7 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "topoprune.attachment": UPPER,  # attachment and plot sit on topology and stats
     "topoprune.plot": UPPER,
     "topoprune.compress": UPPER,  # storage formats sit on io, beside it
+    "topoprune.runner": UPPER,  # runs any task by name: it knows no training or study
     "topoprune.prune": ("topoprune.train", "topoprune.cli", *STUDIES),
     "topoprune": STUDIES,
     # the studies import one another relatively: `studies` is a folder, not an installed name

@@ -39,9 +39,8 @@ def test_connections_created_and_measured(quick):
     for row in accuracy:
         assert all(0 <= float(row[k]) <= 1 for k in ("A_on_A", "A_on_B", "B_on_B", "B_on_A"))
         # the models are measured as their runs evaluated them (DNS keeps hidden pruned weights)
-        runs = out / "runs"
-        a = json.loads((runs / "lenet300-dns-A-seed0" / "summary.json").read_text())
-        b = json.loads((runs / f"lenet300-dns-B-{row['task']}-seed0" / "summary.json").read_text())
+        a = _summary(out, "lenet300-dns-A-seed0")
+        b = _summary(out, f"lenet300-dns-B-{row['task']}-seed0")
         assert float(row["A_on_A"]) == a["test_error"] and float(row["B_on_B"]) == b["test_error"]
         assert float(row["A_on_B"]) == b["init_test_error"]
     digest = (out / "digest.md").read_text()
@@ -53,13 +52,31 @@ def test_connections_created_and_measured(quick):
     assert summary["regrow"] == "zero" and "git_revision" in summary["provenance"]
 
 
-def test_one_task_a_model_serves_every_task(quick):
-    out, _ = quick
-    runs = sorted(p.name for p in (out / "runs").iterdir())
+def _summary(out, key: str) -> dict:
+    """The record of run ``key`` (its folder is ``runs/<key>-<hash>``)."""
+    (folder,) = (p for p in (out / "runs").iterdir() if p.name.rsplit("-", 1)[0] == key)
+    return json.loads((folder / "summary.json").read_text())
+
+
+def test_one_task_a_model_serves_every_task(quick, capsys):
+    out, command = quick
+    runs = sorted(p.name.rsplit("-", 1)[0] for p in (out / "runs").iterdir())
     assert runs == ["lenet300-dense-seed0", "lenet300-dns-A-seed0",
-                    "lenet300-dns-B-control-seed0", "lenet300-dns-B-square14-seed0"]  # fmt: skip
-    b = json.loads((out / "runs" / "lenet300-dns-B-square14-seed0" / "summary.json").read_text())
-    assert b["init"]["checkpoint"].endswith("lenet300-dns-A-seed0/checkpoint.pt")
+                    "lenet300-dns-B-control-seed0", "lenet300-dns-B-square14-seed0",
+                    "lenet300-dns-control-seed0-attach",
+                    "lenet300-dns-square14-seed0-attach"]  # fmt: skip
+    a, b = _summary(out, "lenet300-dns-A-seed0"), _summary(out, "lenet300-dns-B-square14-seed0")
+    assert b["init"]["checkpoint"] == a["checkpoint"]
+    assert b["run_spec"]["needs"] == ["lenet300-dns-A-seed0"]
+    measured = _summary(out, "lenet300-dns-square14-seed0-attach")["run_spec"]["needs"]
+    assert measured == ["lenet300-dns-A-seed0", "lenet300-dns-B-square14-seed0"]
+    # a second run finds every run done and rebuilds the tables only
+    before = {p: p.stat().st_mtime_ns for p in (out / "attach").glob("*.json")}
+    assert main(command) == 0
+    assert "0 runs this time" in capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in (out / "attach").glob("*.json")} == before
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["executor"].startswith("local, 1 jobs") and len(summary["invocations"]) == 2
 
 
 def test_figures(quick, tmp_path):

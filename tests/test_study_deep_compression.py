@@ -3,6 +3,7 @@ structure and the invariants that hold whatever the training, not paper numbers.
 
 import csv
 import io
+import json
 
 import pytest
 
@@ -12,10 +13,13 @@ from topoprune.cli import main
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory):
     out = tmp_path_factory.mktemp("deep-compression")
-    command = ["study", "run", "deep-compression", "--quick", "--out", str(out), "--quiet",
-               "--device", "cpu"]  # fmt: skip
-    assert main(command) == 0
+    assert main(command(out)) == 0
     return out
+
+
+def command(out):
+    return ["study", "run", "deep-compression", "--quick", "--out", str(out), "--quiet",
+            "--device", "cpu"]  # fmt: skip
 
 
 def rows(path):
@@ -56,3 +60,32 @@ def test_bits_sweep_and_footprint(quick):
             < float(footprint["this format, fixed width (file)"]["bytes"])
             < float(footprint["CSR (float32, int32 indices)"]["bytes"]))  # fmt: skip
     assert "small dense MLP (no biases), float32" in footprint
+
+
+def test_compressed_files_are_runs_that_need_their_checkpoints(quick):
+    keys = {}
+    for path in (quick / "runs").glob("*/summary.json"):
+        spec = json.loads(path.read_text())["run_spec"]
+        assert path.parent.name == f"{spec['key']}-{spec['digest'][:10]}"
+        keys[spec["key"]] = spec
+    trained = "lenet300-magnitude-quantized-conv8-fc6-e1-seed0"
+    assert keys[trained]["needs"] == ["lenet300-magnitude-seed0"]
+    assert keys["lenet300-magnitude-seed0"]["needs"] == ["lenet300-dense-seed0"]
+    assert keys[trained.replace("-seed0", "-compressed-seed0")]["needs"] == [trained]
+    for bits in (2, 6):
+        assert keys[f"lenet300-magnitude-kmeans-conv{bits}-fc{bits}-compressed-seed0"][
+            "needs"] == ["lenet300-magnitude-seed0"]  # fmt: skip
+    assert len(keys) == 14
+
+
+def test_a_rerun_resumes_and_figures_are_drawn(quick, tmp_path, capsys):
+    out = quick
+    table = (out / "table.csv").read_text()
+    capsys.readouterr()
+    assert main(command(out)) == 0  # everything finished: only the tables are rebuilt
+    assert "0 runs this time" in capsys.readouterr().out
+    assert (out / "table.csv").read_text() == table
+    assert json.loads((out / "summary.json").read_text())["part_seconds"]["pipeline"] == 0
+    assert main(["figures", "--study", "deep-compression", "--results", str(out),
+                 "--out", str(tmp_path)]) == 0  # fmt: skip
+    assert (tmp_path / "error-bits.png").stat().st_size > 0

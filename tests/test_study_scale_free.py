@@ -78,6 +78,11 @@ def test_summary_table_and_resume(quick, capsys):
              if line.startswith("| mlp1024 | mnist |") and "| channel |" in line]  # fmt: skip
     assert len(lines) == 4 * len(scale_free.QUICK.methods) * len(scale_free.QUICK.modes)
     assert not any("| random-" in line for line in lines)
+    assert summary["executor"].startswith("local, 1 jobs")
+    # every training run and every fit is a run spec in its own runs/<key>-<hash>/ folder
+    folders = {p.name.rsplit("-", 1)[0] for p in (out / "runs").iterdir()}
+    fitted = {f"{r}-fit" for r in runs if "-dense-" not in r}
+    assert folders == runs | fitted
     # a second run finds everything done: no training, no fitting
     before = {p: p.stat().st_mtime_ns for p in (out / "fits").glob("*.json")}
     assert main(command) == 0
@@ -86,7 +91,7 @@ def test_summary_table_and_resume(quick, capsys):
     assert len(again["invocations"]) == 2
     walls = [i["wall_seconds"] for i in again["invocations"]]
     assert again["total_wall_seconds"] == pytest.approx(sum(walls))
-    assert "rows in" in capsys.readouterr().out
+    assert "0 runs this time" in capsys.readouterr().out
 
 
 def test_figures_from_results_alone(quick, tmp_path, capsys):

@@ -83,12 +83,34 @@ def test_attachment_and_fits_are_measured_during_training(quick):
     assert {r["node_layer"] for r in fits} == {"input", "1", "3", "5"}  # node layers of LeNet-300
 
 
-def test_a_rerun_resumes_and_figures_are_drawn(quick, tmp_path):
+def test_every_run_and_measurement_is_a_run_spec_in_its_hashed_folder(quick):
+    out, _ = quick
+    keys = {}
+    for path in (out / "runs").glob("*/summary.json"):
+        spec = json.loads(path.read_text())["run_spec"]
+        assert path.parent.name == f"{spec['key']}-{spec['digest'][:10]}"
+        keys[spec["key"]] = spec
+    assert len(keys) == 20
+    # the lottery controls need their ticket; the measurements need their SET or RigL run
+    for r in (1, 2):
+        assert keys[f"lenet300-mnist-reinit-round{r}-seed1000"]["needs"] == [
+            "lenet300-mnist-lottery-seed0"]  # fmt: skip
+        assert keys[f"lenet300-mnist-random-round{r}-seed0"]["needs"] == [
+            "lenet300-mnist-lottery-seed0"]  # fmt: skip
+    for method in ("set", "rigl"):
+        assert keys[f"attach-lenet300-mnist-{method}-seed0"]["needs"] == [
+            f"lenet300-mnist-{method}-seed0"]  # fmt: skip
+
+
+def test_a_rerun_resumes_and_figures_are_drawn(quick, tmp_path, capsys):
     out, command = quick
     start = time.perf_counter()
+    capsys.readouterr()
     assert main(command) == 0  # everything finished: only the tables are rebuilt
+    assert "0 runs this time" in capsys.readouterr().out
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["part_seconds"]["snip"] < 10
+    assert summary["part_seconds"]["snip"] == 0  # seconds of the runs run this time
+    assert summary["executor"].startswith("local, 1 jobs")
     assert time.perf_counter() - start < 60
     assert main(["figures", "--study", "sparse-training", "--results", str(out),
                  "--out", str(tmp_path)]) == 0  # fmt: skip

@@ -642,13 +642,7 @@ def _study_run(args: argparse.Namespace) -> int:
     executor = make_executor(args.executor, jobs=args.jobs, address=args.address,
                              max_retries=args.max_retries, threads=args.threads)  # fmt: skip
     with executor:
-        import inspect
-
-        if "executor" in inspect.signature(study.run).parameters:
-            result = study.run(config, out, progress=not args.quiet, executor=executor)
-        else:  # TODO(#20): every study runs through the runner; this branch goes then
-            result = study.run(config, out, progress=not args.quiet)
-            result["submitted"] = []
+        result = study.run(config, out, progress=not args.quiet, executor=executor)
     print(f"{args.name}: {len(result['rows'])} rows, {len(result['submitted'])} runs this time, "
           f"in {result['wall_seconds']:.0f} s -> {out}")  # fmt: skip
     return 0

@@ -9,6 +9,7 @@ retried up to ``max_retries`` times first.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import traceback
 from collections import deque
 from multiprocessing.connection import Connection, wait
@@ -37,7 +38,9 @@ class Executor:
     jobs: int | None = 1
 
     def describe(self) -> str:
-        return f"{self.kind}, {self.jobs or 'all'} jobs, {self.threads} torch thread(s) per run"
+        where = f" at {self.address}" if getattr(self, "address", None) else ""
+        return (f"{self.kind}{where}, {self.jobs or 'all'} jobs, {self.threads} torch thread(s) "
+                "per run")  # fmt: skip
 
     def close(self) -> None:
         pass
@@ -161,6 +164,8 @@ class RayExecutor(Executor):
                  threads: int | None = 1) -> None:  # fmt: skip
         ray = _ray()
         self.jobs, self.max_retries, self.threads, self._ray = jobs, max_retries, threads, ray
+        # as ray.init would, but then the local-cluster options below must not be given
+        address = address or os.environ.get("RAY_ADDRESS") or None
         self.address = address
         options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
         if address is None:
@@ -172,7 +177,6 @@ class RayExecutor(Executor):
         except (ConnectionError, RuntimeError, ValueError) as error:
             raise TopopruneError(f"cannot start or reach Ray at {address or 'local'}: {error}") \
                 from None  # fmt: skip
-        self._owns_cluster = address is None
         self._remote = ray.remote(num_cpus=1, max_retries=max_retries, retry_exceptions=False)(
             execute_spec
         )
