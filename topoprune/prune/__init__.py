@@ -28,6 +28,7 @@ from topoprune.prune import saliency, units, woodfisher  # noqa: F401  isort: sk
 from topoprune.prune import at_init, lottery, rigl, sparse_evolution  # noqa: F401  isort: skip
 from topoprune.prune import quantization, structured  # noqa: F401  isort: skip
 from topoprune.prune import iss  # noqa: F401  isort: skip
+from topoprune.prune import generated  # noqa: F401  isort: skip
 from topoprune.prune import epsilon_resnet  # noqa: F401  isort: skip
 
 __all__ = [

@@ -207,35 +207,38 @@ class FixedMasks(Method):
 
     def _install(self, ctx: Context) -> None:
         if self.config.masks:
-            apply_masks(ctx.model, self._read(dict(ctx.pruned_modules())))
+            modules = dict(ctx.pruned_modules())
+            apply_masks(ctx.model, checkpoint_masks(self.config.masks, self.config.snapshot,
+                                                    modules))  # fmt: skip
         if self.config.sparse_init:
             rescale_to_kept_fan_in(ctx.model)
-
-    def _read(self, modules: dict) -> dict[str, torch.Tensor]:
-        from topoprune.io import load_network
-
-        network = load_network(self.config.masks, snapshot=self.config.snapshot or None,
-                               keep_weights=False)  # fmt: skip
-        found = {layer.name.removesuffix(".weight"): layer.mask for layer in network.layers}
-        missing = [n for n in modules if n not in found]
-        if missing:
-            raise TopopruneError(
-                f"{self.config.masks} has no masks for layers {', '.join(missing)}: it is "
-                "another architecture"
-            )
-        masks = {}
-        for name, module in modules.items():
-            mask = torch.as_tensor(found[name])
-            if mask.numel() != module.weight_mask.numel():
-                raise TopopruneError(
-                    f"{self.config.masks}: layer {name} has {mask.numel()} mask entries, the "
-                    f"model {module.weight_mask.numel()}"
-                )
-            masks[name] = mask.reshape(module.weight_mask.shape)
-        return masks
 
     def stages(self) -> list[Stage]:
         return [self.config.stage("fixed", self.config.epochs, on_start=self._install)]
 
     def target_kept(self) -> dict[str, float] | None:
         return None  # whatever the given masks keep
+
+
+def checkpoint_masks(path: str, snapshot: str, modules: dict) -> dict[str, torch.Tensor]:
+    """The masks a checkpoint holds (its final ones, or the mask snapshot ``snapshot``) for each
+    of ``modules`` (name -> masked module), shaped as the module's mask."""
+    from topoprune.io import load_network
+
+    network = load_network(path, snapshot=snapshot or None, keep_weights=False)
+    found = {layer.name.removesuffix(".weight"): layer.mask for layer in network.layers}
+    missing = [n for n in modules if n not in found]
+    if missing:
+        raise TopopruneError(
+            f"{path} has no masks for layers {', '.join(missing)}: it is another architecture"
+        )
+    masks = {}
+    for name, module in modules.items():
+        mask = torch.as_tensor(found[name])
+        if mask.numel() != module.weight_mask.numel():
+            raise TopopruneError(
+                f"{path}: layer {name} has {mask.numel()} mask entries, the model "
+                f"{module.weight_mask.numel()}"
+            )
+        masks[name] = mask.reshape(module.weight_mask.shape)
+    return masks
