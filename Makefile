@@ -76,6 +76,8 @@ bench: $(INSTALLED)
 	$(PY) -m benchmarks.llm_degrees --out results/benchmarks/llm_degrees.json
 	@# times the structured study's models: run `topoprune study run structured` first
 	$(PY) -m benchmarks.structured_speed --out results/benchmarks/structured_speed.json
+	@# about 40 minutes: the progressive study three times (1 and 2 local workers, a 2-CPU Ray)
+	$(PY) -m benchmarks.study_executors --out results/benchmarks/study_executors.json
 
 FORCE:
 

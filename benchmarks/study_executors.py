@@ -47,7 +47,8 @@ def same_results(ours: Path, reference: Path) -> tuple[bool, str]:
     """Whether two results folders of one study hold the same runs; the first difference."""
     runs = {}
     for folder in (ours, reference):
-        runs[folder] = {p.parent.name: _comparable(json.loads(p.read_text()), str(folder))
+        runs[folder] = {p.parent.name: _comparable(json.loads(p.read_text()),
+                                                   str(folder.resolve()))
                         for p in sorted((folder / "runs").glob("*/summary.json"))}  # fmt: skip
     if runs[ours].keys() != runs[reference].keys():
         return False, "different run keys"
@@ -70,6 +71,7 @@ def time_study(name: str, quick: bool, scratch: Path) -> dict:
     base = [topoprune, "study", "run", name, "--quiet", "--device", "cpu",
             *(["--quick"] if quick else [])]  # fmt: skip
     record: dict = {"study": name, "quick": quick, "modes": {}}
+    folders: dict[str, Path] = {}
     for mode, flags in MODES.items():
         out = scratch / f"{name}-{'quick' if quick else 'full'}-{mode}"
         command = [*base, *flags, "--out", str(out)]
@@ -77,13 +79,13 @@ def time_study(name: str, quick: bool, scratch: Path) -> dict:
         subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
         wall = time.perf_counter() - start
         record["modes"][mode] = {"command": " ".join(command[1:]), "wall_seconds": wall}
+        folders[mode] = out
         print(f"{name}{' --quick' if quick else ''} {mode}: {wall:.1f} s", flush=True)
-    reference = scratch / f"{name}-{'quick' if quick else 'full'}-jobs1"
     for mode, entry in record["modes"].items():
         entry["speedup_over_jobs1"] = (
             record["modes"]["jobs1"]["wall_seconds"] / entry["wall_seconds"]
         )
-        same, detail = same_results(Path(entry["command"].split("--out ")[1]), reference)
+        same, detail = same_results(folders[mode], folders["jobs1"])
         entry["same_results_as_jobs1"], entry["comparison"] = same, detail
         print(f"  {mode}: {entry['speedup_over_jobs1']:.2f}x, {detail}", flush=True)
     return record

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 from topoprune.data import load_dataset
+from topoprune.data.cache import write_json_atomic
 from topoprune.prune.method import TrainConfig
 from topoprune.prune.methods import METHODS
 from topoprune.train.engine import TrainSettings
@@ -47,3 +48,19 @@ def train(folder: Path, inputs: dict, *, model: str, method: str, seed: int, dev
 def describe(executor) -> str:
     """What ran the runs, for a study's summary (``None``: the driver, one run at a time)."""
     return executor.describe() if executor is not None else "local, 1 jobs, in the driver"
+
+
+def without_spec(record: dict) -> dict:
+    """A run's record without the runner's ``run_spec``: what the study's own files hold."""
+    return {k: v for k, v in record.items() if k != "run_spec"}
+
+
+def write_if_changed(path: Path, record: dict) -> None:
+    """Write ``record`` as JSON unless ``path`` holds it already (a rerun leaves files alone)."""
+    text = json.dumps(record, sort_keys=True)  # compared as text: NaN equals NaN
+    try:
+        if json.dumps(json.loads(path.read_text()), sort_keys=True) == text:
+            return
+    except (OSError, ValueError):
+        pass
+    write_json_atomic(path, record)

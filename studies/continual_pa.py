@@ -34,7 +34,6 @@ copied from the measuring runs' records; what the figures read), ``rates.csv``, 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -45,8 +44,7 @@ import torch
 
 from topoprune.attachment import compare_snapshots
 from topoprune.data import load_dataset
-from topoprune.data.cache import write_json_atomic
-from topoprune.data.images import ImageDataset, Split
+from topoprune.data.images import ImageDataset
 from topoprune.data.permuted import permuted_mnist
 from topoprune.errors import TopopruneError
 from topoprune.io import load_network
@@ -58,7 +56,8 @@ from topoprune.runner import RunSpec, run_specs
 from topoprune.train.engine import TrainSettings, error_rate, resolve_device
 from topoprune.train.run import load_trained_state, prune_run
 
-from ._runs import config_from_settings, config_settings, describe
+from ._data import subset
+from ._runs import config_from_settings, config_settings, describe, without_spec, write_if_changed
 from ._summary import write_study_summary
 from ._tables import mean_sd, rows_to_csv
 
@@ -135,18 +134,11 @@ def tasks(config: Config) -> list[str]:
     return [*names, CONTROL] if config.control else names
 
 
-def _subset(data: ImageDataset, size: int | None) -> ImageDataset:
-    if size is None:
-        return data
-    return dataclasses.replace(data, train=Split(data.train.images[:size],
-                                                 data.train.labels[:size]))  # fmt: skip
-
-
 def task_data(task: str, mnist: ImageDataset, seed: int, size: int | None) -> ImageDataset:
     if task == CONTROL:
-        return _subset(mnist, size)
+        return subset(mnist, size)
     square = int(task.removeprefix("square"))
-    return _subset(permuted_mnist(square, seed, base=mnist), size)
+    return subset(permuted_mnist(square, seed, base=mnist), size)
 
 
 def model_from_checkpoint(path: str | Path, model_name: str, device: str) -> torch.nn.Module:
@@ -203,10 +195,10 @@ def run(config: Config, out: str | Path, *, progress: bool = False, executor=Non
     records = []
     for spec in specs:
         if spec.task == MEASURE_TASK:
-            record = {k: v for k, v in runs[spec.key].items() if k != "run_spec"}
+            record = without_spec(runs[spec.key])
             k = record["key"]
             path = out / "attach" / f"{k['model']}-{k['method']}-{k['task']}-seed{k['seed']}.json"
-            _write_if_changed(path, record)
+            write_if_changed(path, record)
             records.append(record)
     wall = time.perf_counter() - start
     rates, growth, accuracy = tidy(records)
@@ -222,17 +214,6 @@ def run(config: Config, out: str | Path, *, progress: bool = False, executor=Non
     return {"rows": rates, "wall_seconds": wall, "submitted": runs.submitted}
 
 
-def _write_if_changed(path: Path, record: dict) -> None:
-    """Write ``record`` unless ``path`` holds it already (a rerun leaves the files alone)."""
-    text = json.dumps(record, sort_keys=True)  # as text: NaN equals NaN
-    try:
-        if json.dumps(json.loads(path.read_text()), sort_keys=True) == text:
-            return
-    except (OSError, ValueError):
-        pass
-    write_json_atomic(path, record)
-
-
 def train(folder: Path, inputs: dict, *, model: str, method: str, seed: int, device: str,
           config: dict, task: str | None, train_size: int | None = None,
           init: str | None = None, regrow: str | None = None) -> dict:  # fmt: skip
@@ -242,7 +223,7 @@ def train(folder: Path, inputs: dict, *, model: str, method: str, seed: int, dev
     ``regrow``."""
     mnist = load_dataset("mnist")
     if task is None:
-        data = _subset(mnist, train_size)
+        data = subset(mnist, train_size)
     else:
         data = task_data(task, mnist, seed, train_size)
     dataset = "mnist" if task in (None, CONTROL) else "permuted-mnist"

@@ -49,7 +49,7 @@ from topoprune.runner import RunSpec, run_specs
 from topoprune.train.engine import Stage, TrainSettings, error_rate, resolve_device, run_stages
 from topoprune.train.run import load_trained_state
 
-from ._runs import TRAIN_TASK, config_settings, describe
+from ._runs import TRAIN_TASK, config_settings, describe, without_spec
 from ._summary import write_study_summary
 from ._tables import rows_to_csv
 
@@ -140,7 +140,7 @@ def run(config: Config, out: str | Path, *, progress: bool = False, executor=Non
     device = resolve_device(config.device)
     specs = plan(config, device)
     records = run_specs(specs, out / "runs", executor, progress=progress)
-    rows = [_row(records[s.key]) for s in specs if s.task == COLUMN2_TASK]
+    rows = [without_spec(records[s.key]) for s in specs if s.task == COLUMN2_TASK]
     wall = time.perf_counter() - start
     (out / "runs.csv").write_text(rows_to_csv(rows))
     tests = paired_tests(rows)
@@ -151,10 +151,6 @@ def run(config: Config, out: str | Path, *, progress: bool = False, executor=Non
         "executor": describe(executor), "provenance": origin,
     })  # fmt: skip
     return {"rows": rows, "wall_seconds": wall, "submitted": records.submitted}
-
-
-def _row(record: dict) -> dict:
-    return {k: v for k, v in record.items() if k != "run_spec"}
 
 
 COLUMN2_TASK = "topoprune_studies.progressive:train_column2"

@@ -33,7 +33,6 @@ Layout of ``results/scale_free/``:
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import time
@@ -43,8 +42,6 @@ from pathlib import Path
 import numpy as np
 
 from topoprune.data import load_dataset, status
-from topoprune.data.cache import write_json_atomic
-from topoprune.data.images import ImageDataset, Split
 from topoprune.errors import TopopruneError
 from topoprune.io import load_network
 from topoprune.provenance import provenance
@@ -54,7 +51,8 @@ from topoprune.stats.node_layers import fit_node_layers
 from topoprune.train.engine import TrainSettings, resolve_device
 from topoprune.train.run import prune_run
 
-from ._runs import config_from_settings, config_settings, describe
+from ._data import subset
+from ._runs import config_from_settings, config_settings, describe, without_spec, write_if_changed
 from ._summary import write_study_summary
 from ._tables import degree_histogram, mean_sd, rows_to_csv
 
@@ -128,14 +126,6 @@ def method_config(model: str, method: str, config: Config, **extra: object):
     return METHODS[method].Config(**values)
 
 
-def _data(name: str, train_size: int | None) -> ImageDataset:
-    data = load_dataset(name)
-    if train_size is not None:
-        train = Split(data.train.images[:train_size], data.train.labels[:train_size])
-        data = dataclasses.replace(data, train=train)
-    return data
-
-
 def _cases(config: Config) -> tuple[list[tuple[str, str]], list[dict]]:
     """(model, dataset) pairs to run, and what was skipped with the reason."""
     cases = [(m, d) for m in config.models for d in config.datasets]
@@ -203,8 +193,8 @@ def run(config: Config, out: str | Path, *, progress: bool = False, executor=Non
     rows: list[dict] = []
     for spec in specs:
         if spec.task == FIT_TASK:
-            fits = _fit_file(records[spec.key])
-            _write_if_changed(out / "fits" / f"{spec.settings['run']}.json", fits)
+            fits = without_spec(records[spec.key])
+            write_if_changed(out / "fits" / f"{spec.settings['run']}.json", fits)
             rows.extend(tidy_rows(fits))
     runs = run_summaries([records[s.key] for s in specs if s.task == TRAIN_TASK])
     wall = time.perf_counter() - start
@@ -223,22 +213,6 @@ def run(config: Config, out: str | Path, *, progress: bool = False, executor=Non
             "submitted": records.submitted}  # fmt: skip
 
 
-def _fit_file(record: dict) -> dict:
-    """A fit run's record as ``fits/<run>.json`` holds it (without the runner's ``run_spec``)."""
-    return {k: v for k, v in record.items() if k != "run_spec"}
-
-
-def _write_if_changed(path: Path, record: dict) -> None:
-    """Write ``record`` unless ``path`` holds it already (a rerun leaves the files alone)."""
-    text = json.dumps(record, sort_keys=True)  # as text: NaN equals NaN
-    try:
-        if json.dumps(json.loads(path.read_text()), sort_keys=True) == text:
-            return
-    except (OSError, ValueError):
-        pass
-    write_json_atomic(path, record)
-
-
 def train(folder: Path, inputs: dict, *, model: str, dataset: str, role: str, method: str,
           seed: int, device: str, config: dict, train_size: int | None = None,
           init: str | None = None, like: str | None = None) -> dict:  # fmt: skip
@@ -251,8 +225,9 @@ def train(folder: Path, inputs: dict, *, model: str, dataset: str, role: str, me
         values["like"] = inputs[like]["checkpoint"]
     settings = TrainSettings(seed=seed, device=device)
     start = inputs[init]["checkpoint"] if init is not None else None
+    data = subset(load_dataset(dataset), train_size)
     return prune_run(model, dataset, method, config_from_settings(method, values), settings,
-                     folder, resume=True, data=_data(dataset, train_size), init=start)  # fmt: skip
+                     folder, resume=True, data=data, init=start)  # fmt: skip
 
 
 def fit(folder: Path, inputs: dict, *, run: str, role: str, modes: list[str], n_boot: int,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import multiprocessing
+import shutil
 from pathlib import Path
 
 import pytest
@@ -77,15 +78,27 @@ def test_serial_run_writes_one_folder_per_run_and_resumes(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         run_folder(tmp_path, k, d).name for k, d in digests.items()
     )  # no lock files or temporary folders left
-    # nothing to do the second time; deleting two folders reruns exactly those two
-    assert run_specs(_graph(), tmp_path).submitted == []
+    # a new run's record is what a later invocation reads back, in the task's own key order
+    again = run_specs(_graph(), tmp_path)
+    assert again.submitted == [] and again == records
+    assert list(again["square-2"]) == list(records["square-2"]) == ["value", "file", "run_spec"]
     for key in ("square-3", "sum"):
         for path in records.folders[key].iterdir():
             path.unlink()
         records.folders[key].rmdir()
+    # deleting two folders reruns exactly those two
     again = run_specs(_graph(), tmp_path)
     assert sorted(again.submitted) == ["square-3", "sum"]
     assert {k: v["value"] for k, v in again.items()} == {k: v["value"] for k, v in records.items()}
+
+
+def test_a_moved_results_folder_reads_its_runs_where_they_are(tmp_path):
+    run_specs(_graph(), tmp_path / "before")
+    shutil.move(tmp_path / "before", tmp_path / "after")
+    moved = run_specs(_graph(), tmp_path / "after")
+    assert moved.submitted == []
+    assert moved["square-2"]["file"] == str(moved.folders["square-2"] / "value.json")
+    assert json.loads(Path(moved["square-2"]["file"]).read_text()) == {"value": 4}
 
 
 def test_a_folder_of_another_run_is_an_error(tmp_path):
@@ -110,6 +123,9 @@ def test_a_failing_run_is_reported_after_the_others_finish(tmp_path, jobs):
     assert "--- run broken failed:" in text and "ValueError: no such layer" in text
     assert "Traceback" in text  # the worker's traceback, not only the message
     assert "run after-broken not started: needs broken" in text
+    # an exception inside a run is not retried
+    (attempts,) = tmp_path.glob("broken-*.partial/attempts")
+    assert attempts.read_text() == "attempt\n"
     # the others are done: a rerun submits only the failed run and the one that needs it
     done = [p.name for p in tmp_path.iterdir() if (p / "summary.json").exists()]
     assert len(done) == 4
@@ -220,6 +236,8 @@ def test_ray_killed_worker_is_retried_and_failures_are_reported(
         assert killed
         text = str(failure.value)
         assert "1 of 5 runs failed" in text and "ValueError: bad settings" in text
+        (attempts,) = (tmp_path / "a").glob("broken-*.partial/attempts")
+        assert attempts.read_text() == "attempt\n"  # not retried
         records = run_specs(specs[:-1], tmp_path / "a", executor)
         assert records.submitted == [] and records["sum"]["value"] == 14
         # with retries off, a killed worker fails its run, named
@@ -229,4 +247,4 @@ def test_ray_killed_worker_is_retried_and_failures_are_reported(
             pytest.raises(StudyFailed) as failure:  # fmt: skip
         run_specs(_graph(sleep=1.0), tmp_path / "b", executor)
     watcher.join()
-    assert killed and "--- run square-3 failed:" in str(failure.value)
+    assert killed and "--- run square-3 failed:\nWorkerCrashedError" in str(failure.value)

@@ -12,6 +12,10 @@ def test_quick_progressive(tmp_path):
     command = ["study", "run", "progressive", "--quick", "--out", str(out), "--quiet",
                "--device", "cpu"]  # fmt: skip
     assert main(command) == 0
+    first = {name: (out / name).read_text() for name in ("runs.csv", "tests.csv", "table.md")}
+    # a rerun finds every run done and rebuilds the same tables from the records read back
+    assert main(command) == 0
+    assert {name: (out / name).read_text() for name in first} == first
     rows = list(csv.DictReader((out / "runs.csv").open()))
     config = progressive.QUICK
     expected = len(config.seeds) * len(config.tasks) * len(progressive.conditions(config))

@@ -139,16 +139,18 @@ def test_attaching_to_a_ray_head_matches(serial, tmp_path, tmp_path_factory):
         [str(ray_cli), "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
          "--include-dashboard=false", f"--temp-dir={tmp_path_factory.mktemp('head')}",
          "--disable-usage-stats"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.DEVNULL, stderr=(tmp_path / "head.log").open("w"),
     )  # fmt: skip
     try:
         out = tmp_path / "table"
-        for _ in range(60):  # the head takes a few seconds to listen
+        for _ in range(120):  # the head takes a few seconds to listen
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
                 break
             except OSError:
                 time.sleep(0.5)
+        else:
+            pytest.fail(f"the Ray head never listened: {(tmp_path / 'head.log').read_text()}")
         assert main([*COMMAND, "--out", str(out), "--executor", "ray",
                      "--address", f"127.0.0.1:{port}"]) == 0  # fmt: skip
         assert_same_study(out, serial)

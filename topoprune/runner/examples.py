@@ -21,5 +21,8 @@ def add_inputs(folder: Path, inputs: dict, *, x: int) -> dict:
 
 
 def fail(folder: Path, inputs: dict, *, message: str) -> dict:
-    """Raise ``ValueError(message)``: a task that fails inside."""
+    """Raise ``ValueError(message)``: a task that fails inside (each attempt adds a line to
+    ``attempts`` in its folder, so a test can see it was not retried)."""
+    with open(Path(folder) / "attempts", "a") as handle:
+        handle.write("attempt\n")
     raise ValueError(message)

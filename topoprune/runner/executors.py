@@ -12,6 +12,7 @@ import multiprocessing
 import os
 import traceback
 from collections import deque
+from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
@@ -73,14 +74,30 @@ class SerialExecutor(Executor):
         self._queue.clear()
 
 
-def _child(payload: dict, connection: Connection) -> None:
-    connection.send(_outcome_of(payload))
-    connection.close()
+def _serve(connection: Connection) -> None:
+    """A worker process: run each payload the driver sends, answer with its outcome."""
+    while True:
+        try:
+            payload = connection.recv()
+        except EOFError:  # the driver closed the pipe: no more work
+            return
+        connection.send(_outcome_of(payload))
+
+
+@dataclass
+class _Worker:
+    process: Any
+    connection: Connection
+    key: str | None = None  # the run it works on, None when idle
+    payload: dict | None = None
+    attempt: int = 0
 
 
 class ProcessExecutor(Executor):
-    """Up to ``jobs`` runs at once, each in a fresh process forked from a clean server process
-    (``forkserver``: no threads of the driver inherited), so a killed worker loses one run."""
+    """Up to ``jobs`` runs at once in worker processes forked from a clean server process
+    (``forkserver``: no threads of the driver inherited). A worker takes one run at a time and
+    keeps its imports for the next; a killed worker loses only its run, which is retried on a
+    new worker."""
 
     kind = "local"
 
@@ -89,56 +106,79 @@ class ProcessExecutor(Executor):
             raise TopopruneError(f"--jobs must be >= 1, got {jobs}")
         self.jobs, self.max_retries, self.threads = jobs, max_retries, threads
         self._context = multiprocessing.get_context("forkserver")
-        # imported once in the server, not in every run's process (torch takes seconds)
+        # imported once in the server, not in every worker (torch takes seconds)
         self._context.set_forkserver_preload(["torch", "numpy", "topoprune.runner.task"])
         self._queue: deque[tuple[str, dict, int]] = deque()
-        self._running: dict[str, tuple[Any, Connection, dict, int]] = {}
+        self._workers: list[_Worker] = []
 
     def submit(self, key: str, payload: dict, attempt: int = 0) -> None:
         self._queue.append((key, payload, attempt))
 
+    def _idle_worker(self) -> _Worker:
+        for worker in self._workers:
+            if worker.key is None:
+                return worker
+        ours, theirs = self._context.Pipe()
+        process = self._context.Process(target=_serve, args=(theirs,), daemon=True)
+        process.start()
+        theirs.close()
+        self._workers.append(_Worker(process, ours))
+        return self._workers[-1]
+
     def _start(self) -> None:
-        while self._queue and len(self._running) < self.jobs:
+        while self._queue and sum(w.key is not None for w in self._workers) < self.jobs:
+            worker = self._idle_worker()
             key, payload, attempt = self._queue.popleft()
-            receive, send = self._context.Pipe(duplex=False)
-            process = self._context.Process(target=_child, args=(payload, send), daemon=True)
-            process.start()
-            send.close()
-            self._running[key] = (process, receive, payload, attempt)
+            try:
+                worker.connection.send(payload)
+            except OSError:  # it died while idle: the run goes to a new worker
+                self._queue.appendleft((key, payload, attempt))
+                worker.process.join()
+                self._workers.remove(worker)
+                continue
+            worker.key, worker.payload, worker.attempt = key, payload, attempt
 
     def wait(self) -> list[tuple[str, Outcome]]:
         """Block until at least one running payload ends; the finished keys and outcomes."""
         finished: list[tuple[str, Outcome]] = []
         while not finished:
             self._start()
-            by_connection = {r[1]: key for key, r in self._running.items()}
-            for ready in wait(list(by_connection)):
-                key = by_connection[ready]
-                process, receive, payload, attempt = self._running.pop(key)
+            busy = {w.connection: w for w in self._workers if w.key is not None}
+            for ready in wait(list(busy)):
+                worker = busy[ready]
+                key, payload, attempt = worker.key, worker.payload, worker.attempt
+                worker.key = worker.payload = None
                 try:
-                    outcome = receive.recv()
-                except EOFError:  # the process ended without a word: killed or crashed
-                    process.join()
-                    killed = process.exitcode is not None and process.exitcode < 0
-                    if killed and attempt < self.max_retries:
-                        self.submit(key, payload, attempt + 1)
-                        continue
-                    how = (f"was killed by signal {-process.exitcode}" if killed else
-                           f"exited with code {process.exitcode} before reporting (its output "
-                           "above says why)")  # fmt: skip
-                    outcome = ("died", f"worker process (pid {process.pid}) {how} on attempt "
-                                       f"{attempt + 1} of {self.max_retries + 1}")  # fmt: skip
-                receive.close()
+                    finished.append((key, worker.connection.recv()))
+                    continue
+                except (EOFError, OSError):  # it ended without a (whole) word: killed, crashed
+                    pass
+                process = worker.process
                 process.join()
-                finished.append((key, outcome))
+                worker.connection.close()
+                self._workers.remove(worker)
+                killed = process.exitcode is not None and process.exitcode < 0
+                if killed and attempt < self.max_retries:
+                    self.submit(key, payload, attempt + 1)
+                    continue
+                how = (f"was killed by signal {-process.exitcode}" if killed else
+                       f"exited with code {process.exitcode} before reporting (its output above "
+                       "says why)")  # fmt: skip
+                finished.append((key, ("died", f"worker process (pid {process.pid}) {how} on "
+                                               f"attempt {attempt + 1} of "
+                                               f"{self.max_retries + 1}")))  # fmt: skip
         return finished
 
     def close(self) -> None:
-        for process, receive, _, _ in self._running.values():
-            process.kill()
-            process.join()
-            receive.close()
-        self._running.clear()
+        for worker in self._workers:
+            worker.connection.close()  # an idle worker ends on EOF
+            if worker.key is not None:
+                worker.process.kill()
+            worker.process.join(10)
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join()
+        self._workers.clear()
         self._queue.clear()
 
 
@@ -190,7 +230,11 @@ class RayExecutor(Executor):
         ray = self._ray
         while self._queue and (self.jobs is None or len(self._running) < self.jobs):
             key, payload = self._queue.popleft()
-            self._running[self._remote.remote(payload)] = key
+            # a run holds as many CPUs as torch threads it uses, and a GPU if it trains on one
+            cuda = str(payload["settings"].get("device", "")).startswith("cuda")
+            task = self._remote.options(num_cpus=payload.get("threads") or 1,
+                                        num_gpus=1 if cuda else 0)  # fmt: skip
+            self._running[task.remote(payload)] = key
         done, _ = ray.wait(list(self._running), num_returns=1)
         finished = []
         for ref in done:

@@ -7,18 +7,23 @@ worker, so a run's files do not depend on where it ran.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import importlib
 import json
 import os
+import platform
 import shutil
 import socket
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from topoprune.data.cache import write_json_atomic
+import numpy as np
+
+from topoprune.data.cache import write_bytes_atomic, write_json_atomic
 from topoprune.errors import TopopruneError
 
 SUMMARY = "summary.json"
@@ -32,7 +37,8 @@ def partial_folder(folder: Path) -> Path:
 
 
 def read_done(folder: str | Path, digest: str) -> dict | None:
-    """The record of a finished run, or None when ``folder`` holds none."""
+    """The record of a finished run, or None when ``folder`` holds none; paths it recorded
+    inside the folder where it ran are moved to where ``folder`` is now."""
     path = Path(folder) / SUMMARY
     try:
         record = json.loads(path.read_text())
@@ -48,7 +54,9 @@ def read_done(folder: str | Path, digest: str) -> dict | None:
             f"{path} belongs to another run (digest {found}, expected {digest}); delete the "
             "folder to rerun it"
         )
-    return record
+    where = str(Path(folder).resolve())
+    ran_in = record["run_spec"].get("folder", where)
+    return _relocate(record, ran_in, where) if ran_in != where else record
 
 
 def resolve_task(name: str) -> Callable[..., dict]:
@@ -62,9 +70,17 @@ def resolve_task(name: str) -> Callable[..., dict]:
 
 @contextlib.contextmanager
 def _exclusive(path: Path) -> Iterator[None]:
-    """One attempt at a spec at a time (a second one waits, then finds the run done)."""
+    """One attempt at a spec at a time (a second one waits, then finds the run done). On a file
+    system without locks (Lustre mounted without ``flock``) attempts are not serialised: the
+    rename still leaves one complete folder."""
     with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        except OSError as error:
+            if error.errno not in (errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOLCK):
+                raise
+            yield
+            return
         try:
             yield
         finally:
@@ -115,6 +131,7 @@ def execute_spec(payload: dict) -> dict:
     with _exclusive(lock):
         record = read_done(folder, digest)  # another attempt finished while this one waited
         if record is not None:
+            lock.unlink(missing_ok=True)
             return record
         work = partial_folder(folder)
         work.mkdir(exist_ok=True)
@@ -132,13 +149,24 @@ def execute_spec(payload: dict) -> dict:
         record["run_spec"] = {
             "key": payload["key"], "digest": digest, "task": payload["task"],
             "settings": payload["settings"], "needs": sorted(payload["inputs"]),
-            "task_seconds": time.perf_counter() - start,
+            "folder": str(folder), "task_seconds": time.perf_counter() - start,
+            "threads": payload.get("threads"), "host": socket.gethostname(),
+            "versions": _versions(),
         }  # fmt: skip
         (work / WORKER).unlink()
-        write_json_atomic(work / SUMMARY, record)
+        # in the task's own key order (tables take their columns from it), read back below so a
+        # new run's record and a finished one's are the same object
+        write_bytes_atomic(work / SUMMARY, (json.dumps(record, indent=1) + "\n").encode())
         if folder.exists():  # left by an interrupted rename of the same digest
             shutil.rmtree(folder)
         os.rename(work, folder)
         # safe while held: whoever waits on this file, or opens a new one, then finds the run done
         lock.unlink(missing_ok=True)
-    return record
+    return read_done(folder, digest)
+
+
+def _versions() -> dict:
+    """What a run's numbers depend on besides its settings."""
+    torch = sys.modules.get("torch")
+    return {"python": platform.python_version(), "numpy": np.__version__,
+            "torch": torch.__version__ if torch is not None else None}  # fmt: skip
