@@ -34,12 +34,13 @@ MODES = {
 TIMING = ("seconds", "wall", "date", "invocations", "executor")
 
 
-def _comparable(value, root: str):
+def comparable(value, root: str):
+    """A run's record without wall times, with its results folder's path as ``ROOT``."""
     if isinstance(value, dict):
-        return {k: _comparable(v, root) for k, v in value.items()
+        return {k: comparable(v, root) for k, v in value.items()
                 if not any(word in k for word in TIMING)}  # fmt: skip
     if isinstance(value, list):
-        return [_comparable(v, root) for v in value]
+        return [comparable(v, root) for v in value]
     return value.replace(root, "ROOT") if isinstance(value, str) else value
 
 
@@ -47,7 +48,7 @@ def same_results(ours: Path, reference: Path) -> tuple[bool, str]:
     """Whether two results folders of one study hold the same runs; the first difference."""
     runs = {}
     for folder in (ours, reference):
-        runs[folder] = {p.parent.name: _comparable(json.loads(p.read_text()),
+        runs[folder] = {p.parent.name: comparable(json.loads(p.read_text()),
                                                    str(folder.resolve()))
                         for p in sorted((folder / "runs").glob("*/summary.json"))}  # fmt: skip
     if runs[ours].keys() != runs[reference].keys():

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from benchmarks.study_executors import comparable
 from topoprune.cli import main
 from topoprune_studies import pruning_table
 
@@ -26,24 +27,11 @@ requires_ray = pytest.mark.skipif(
 )
 
 COMMAND = ["study", "run", "pruning-table", "--quick", "--quiet", "--device", "cpu"]
-TIMING = ("seconds", "wall", "date", "invocations", "executor")
-
-
-def _comparable(value, root: str):
-    """A result without wall times, with the run folder's root as ``ROOT``."""
-    if isinstance(value, dict):
-        return {k: _comparable(v, root) for k, v in value.items()
-                if not any(word in k for word in TIMING)}  # fmt: skip
-    if isinstance(value, list):
-        return [_comparable(v, root) for v in value]
-    if isinstance(value, str):
-        return value.replace(root, "ROOT")
-    return value
 
 
 def _results(out: Path) -> dict:
     root = str(out.resolve())
-    runs = {p.name: _comparable(json.loads((p / "summary.json").read_text()), root)
+    runs = {p.name: comparable(json.loads((p / "summary.json").read_text()), root)
             for p in sorted((out / "runs").iterdir())}  # fmt: skip
     table = json.loads((out / "table.json").read_text())
     return {"runs": runs, "rows": table["rows"], "csv": (out / "table.csv").read_text()}
