@@ -21,6 +21,7 @@ STUDIES.register("saliency")("topoprune_studies.saliency")
 STUDIES.register("sparse-training")("topoprune_studies.sparse_training")
 STUDIES.register("deep-compression")("topoprune_studies.deep_compression")
 STUDIES.register("structured")("topoprune_studies.structured")
+STUDIES.register("topology-atlas")("topoprune_studies.topology_atlas")
 
 
 def load_study(name: str) -> ModuleType:

@@ -34,10 +34,14 @@ def config_from_settings(method: str, values: dict) -> TrainConfig:
 
 def train(folder: Path, inputs: dict, *, model: str, method: str, seed: int, device: str,
           config: dict, dataset: str = "mnist", train_subset: int = 0, init: str | None = None,
-          regrow: str | None = None, batch_size: int = 128) -> dict:  # fmt: skip
+          regrow: str | None = None, batch_size: int = 128,
+          from_runs: dict[str, str] | None = None) -> dict:  # fmt: skip
     """Run ``method`` on ``model`` in ``folder`` (resuming a killed attempt) on ``dataset``, its
     training split cut to the first ``train_subset`` images (0: all); ``init`` is the key of the
-    needed run whose final checkpoint this one starts from."""
+    needed run whose final checkpoint this one starts from; ``from_runs`` maps config fields
+    (e.g. ``like``, ``masks``) to the needed runs whose checkpoint paths they take."""
+    config = {**config, **{name: inputs[key]["checkpoint"] for name, key in
+                           (from_runs or {}).items()}}  # fmt: skip
     settings = TrainSettings(seed=seed, device=device, batch_size=batch_size)
     start = inputs[init]["checkpoint"] if init is not None else None
     data = subset(load_dataset(dataset), train_subset)

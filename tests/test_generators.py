@@ -82,6 +82,37 @@ def test_preferential_attachment_first_steps_have_the_closed_form_law():
     assert draws["shared node"] == pytest.approx(0.8 * 4000, abs=4 * 25.3)
 
 
+def _attachment_law(n_out: int, n_in: int, n_edges: int) -> dict[bytes, float]:
+    """Brute force: the probability of each final mask, every connection joining an unconnected
+    pair with probability proportional to (d_out + 1)(d_in + 1)."""
+    law: dict[bytes, float] = {}
+
+    def grow(mask: np.ndarray, p: float) -> None:
+        if mask.sum() == n_edges:
+            law[mask.tobytes()] = law.get(mask.tobytes(), 0.0) + p
+            return
+        weights = np.outer(mask.sum(1) + 1.0, mask.sum(0) + 1.0) * ~mask
+        for j, i in zip(*np.nonzero(weights)):
+            grown = mask.copy()
+            grown[j, i] = True
+            grow(grown, p * weights[j, i] / weights.sum())
+
+    grow(np.zeros((n_out, n_in), dtype=bool), 1.0)
+    return law
+
+
+def test_preferential_attachment_past_half_keeps_the_law():
+    # 2 x 3 with 4 connections: 3 by redraws, the last from the remaining pairs' weights
+    law = _attachment_law(2, 3, 4)
+    counts = Counter(
+        preferential_attachment_mask(2, 3, 4, np.random.default_rng(seed)).tobytes()
+        for seed in range(3000)
+    )
+    observed = np.array([counts[k] for k in law])
+    assert sum(counts.values()) == observed.sum()  # no mask outside the law's support
+    assert stats.chisquare(observed, 3000 * np.array(list(law.values()))).pvalue > 0.001
+
+
 def test_preferential_attachment_degrees_are_broader_than_erdos_renyi():
     shape, edges = (300, 784), 11_760  # LeNet-300-100's first layer at 95% sparsity
     pa = preferential_attachment_mask(*shape, edges, np.random.default_rng(0)).sum(axis=0)
@@ -108,7 +139,10 @@ def test_generated_mask_shapes_and_counts(kind):
     [
         (lambda: erdos_renyi_mask(2, 2, 5, np.random.default_rng(0)), "do not fit"),
         (lambda: erdos_renyi_mask(0, 2, 0, np.random.default_rng(0)), "at least one node"),
-        (lambda: preferential_attachment_mask(2, 2, 3, np.random.default_rng(0)), "over half"),
+        (
+            lambda: preferential_attachment_mask(300, 784, 200_000, np.random.default_rng(0)),
+            "over half",
+        ),
         (lambda: rewired_mask(np.ones(3, dtype=bool), np.random.default_rng(0)), "2-D"),
         (
             lambda: generated_mask("ba", np.ones((2, 2)), np.random.default_rng(0)),

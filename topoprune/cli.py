@@ -635,10 +635,16 @@ def _study_run(args: argparse.Namespace) -> int:
     from topoprune.runner import make_executor
 
     study = _load_study(args.name)
-    config = study.QUICK if args.quick else study.Config()
+    if args.preset is not None and args.preset not in getattr(study, "PRESETS", {}):
+        known = ", ".join(getattr(study, "PRESETS", {})) or "none"
+        raise TopopruneError(f"study {args.name!r} has no preset {args.preset!r} (its presets: "
+                             f"{known})")  # fmt: skip
+    config = (study.QUICK if args.quick else
+              study.PRESETS[args.preset] if args.preset else study.Config())  # fmt: skip
     if args.device:
         config = dataclasses.replace(config, device=args.device)
-    out = args.out or f"results/{args.name.replace('-', '_')}" + ("_quick" if args.quick else "")
+    suffix = "_quick" if args.quick else f"_{args.preset}" if args.preset else ""
+    out = args.out or f"results/{args.name.replace('-', '_')}{suffix}"
     executor = make_executor(args.executor, jobs=args.jobs, address=args.address,
                              max_retries=args.max_retries, threads=args.threads)  # fmt: skip
     with executor:
@@ -657,8 +663,11 @@ def _add_study_command(sub: argparse._SubParsersAction) -> None:
                     "Runs are resumable: a rerun submits only the unfinished ones.",
     )  # fmt: skip
     run.add_argument("name", help="study name, e.g. pruning-table")
-    run.add_argument("--quick", action="store_true", help="the minutes-long smoke version")
-    run.add_argument("--out", help="output folder (default results/<name>[_quick])")
+    preset = run.add_mutually_exclusive_group()
+    preset.add_argument("--quick", action="store_true", help="the minutes-long smoke version")
+    preset.add_argument("--preset", help="a larger grid the study defines (e.g. topology-atlas "
+                                         "--preset large)")  # fmt: skip
+    run.add_argument("--out", help="output folder (default results/<name>[_quick|_<preset>])")
     run.add_argument("--device", help="auto, cpu or cuda (default: the study's, auto)")
     run.add_argument("--executor", choices=("local", "ray"), default="local",
                      help="local processes (default) or Ray tasks (pip install "

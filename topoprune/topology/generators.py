@@ -41,6 +41,9 @@ def erdos_renyi_mask(n_out: int, n_in: int, n_edges: int, rng: np.random.Generat
     return mask.reshape(n_out, n_in)
 
 
+DIRECT_DRAW_LIMIT = 2 * 10**8  # pair weights read in the dense phase (about a second per 10^8)
+
+
 def preferential_attachment_mask(n_out: int, n_in: int, n_edges: int,
                                  rng: np.random.Generator) -> np.ndarray:  # fmt: skip
     """A mask grown one connection at a time, each joining an unconnected pair ``(j, i)`` with
@@ -60,16 +63,20 @@ def preferential_attachment_mask(n_out: int, n_in: int, n_edges: int,
     ((3, 4), 5)
     """
     _check(n_out, n_in, n_edges)
-    if n_edges > 0.5 * n_out * n_in:
+    size = n_out * n_in
+    # redrawing is fast while at most half the pairs are taken; past that, each connection is
+    # drawn from the weights of every unconnected pair, affordable for small layers only
+    by_redraws = min(n_edges, size // 2)
+    if (n_edges - by_redraws) * size > DIRECT_DRAW_LIMIT:
         raise TopologyError(
-            f"preferential attachment draws pairs until it finds unconnected ones: {n_edges} "
-            f"connections in a {n_out} x {n_in} mask is over half of it (use a sparser mask)"
+            f"preferential attachment: {n_edges} connections in a {n_out} x {n_in} mask is over "
+            "half of it, too many to draw pair by pair (use a sparser mask)"
         )
     mask = np.zeros((n_out, n_in), dtype=bool)
     # each urn: every node once, then once more per connection it gains
     outs, ins = list(range(n_out)), list(range(n_in))
     placed = 0
-    while placed < n_edges:
+    while placed < by_redraws:
         # uniform numbers in blocks (numpy calls are the cost), each read against the urns as they
         # are when it is used, so every pair is a fresh draw from the current law
         block = min(65536, 2 * (n_edges - placed) + 16)
@@ -81,8 +88,17 @@ def preferential_attachment_mask(n_out: int, n_in: int, n_edges: int,
             outs.append(j)
             ins.append(i)
             placed += 1
-            if placed == n_edges:
+            if placed == by_redraws:
                 break
+    out_degree, in_degree = mask.sum(axis=1), mask.sum(axis=0)
+    for _ in range(n_edges - placed):
+        weights = np.outer(out_degree + 1.0, in_degree + 1.0)
+        weights[mask] = 0.0
+        flat = weights.ravel()
+        j, i = divmod(int(rng.choice(size, p=flat / flat.sum())), n_in)
+        mask[j, i] = True
+        out_degree[j] += 1
+        in_degree[i] += 1
     return mask
 
 
