@@ -18,6 +18,13 @@ final masks at the control sparsity (98%), five trainings from scratch, paired b
   method's allocation across layers forgotten as well);
 - ``pa``: bipartite preferential attachment with the per-layer counts of ``er``.
 
+Every control starts from the seed's initial weights (the method's own start, or for the
+methods that prune a trained model the dense run's start); connections SET and RigL grew during
+training start there too, not from the values those methods gave them. For ``random`` (uniform
+per layer) ``er`` and ``er-flat`` draw the same masks. Spreads are sample standard deviations
+(ddof 1) over seeds; paired t-tests compare each control with the method's own masks per method
+(``controls.csv``) and across methods (``tests.csv``).
+
 The runs are specs (docs/running.md), each in its own folder ``runs/<key>-<hash>/``:
 
 - ``<model>-<data>-dense-seed<k>``: the dense model the after-training methods start from;
@@ -123,7 +130,8 @@ class Config:
 
 
 QUICK = Config(datasets=("mnist",), sparsities=(0.9,), control_sparsity=0.9,
-               methods=("magnitude", "snip", "set"), seeds=(0,), n_boot=10, epoch_scale=0.1,
+               methods=("magnitude", "snip", "lottery", "set"), seeds=(0,), n_boot=10,
+               epoch_scale=0.1,
                train_subset=2000)  # fmt: skip
 # For a bigger machine: more models and sparsities (about 6x the default grid's runs).
 PRESETS = {"large": Config(models=("lenet300", "mlp1024", "cnn_mnist"),
@@ -205,10 +213,6 @@ def _config(method: str, values: dict) -> dict:
     return config_settings(METHODS[method].Config(**values))
 
 
-def _key(model: str, dataset: str, method: str, sparsity: float, seed: int) -> str:
-    return f"{model}-{dataset}-{method}-s{round(100 * sparsity)}-seed{seed}"
-
-
 def plan(config: Config, device: str) -> tuple[list[RunSpec], dict[str, dict]]:
     """Per model, data set and seed: the dense run; per method and sparsity its run and
     measurement; at the control sparsity the five control trainings of its masks. Also what
@@ -233,13 +237,13 @@ def plan(config: Config, device: str) -> tuple[list[RunSpec], dict[str, dict]]:
                             "generator": "er", "kept": (1 - config.control_sparsity,)}),
                     }))  # fmt: skip
                     roles[specs[-1].key] = {
-                        "model": model, "dataset": dataset, "method": "-",
-                        "sparsity_target": config.control_sparsity, "seed": seed,
+                        "model": model, "data": dataset, "method": "-",
+                        "sparsity": config.control_sparsity, "seed": seed,
                         "control": "er-flat"}  # fmt: skip
                 for sparsity in config.sparsities:
                     for method in config.methods:
-                        role = {"model": model, "dataset": dataset, "method": method,
-                                "sparsity_target": sparsity, "seed": seed}  # fmt: skip
+                        role = {"model": model, "data": dataset, "method": method,
+                                "sparsity": sparsity, "seed": seed}  # fmt: skip
                         for spec, control in _method_specs(config, common, dense, method, sparsity):
                             specs.append(spec)
                             roles[spec.key] = {**role, "control": control}
@@ -330,7 +334,7 @@ def run(config: Config, out: str | Path, *, progress: bool = False, executor=Non
             measured = without_spec(records[spec.key])
             role = {k: v for k, v in roles[spec.key].items() if k != "control"}
             runs.append({**role, "test_error": 100 * measured["test_error"],
-                         "sparsity": measured["sparsity"],
+                         "measured_sparsity": measured["sparsity"],
                          "effective_sparsity": measured["effective_sparsity"],
                          **{f"gap_{r['layer']}": r["spectral_gap"] for r in measured["layers"]},
                          **{f"random_gap_{r['layer']}": r["random_spectral_gap"]
@@ -373,25 +377,42 @@ def _mean(values: list) -> float | None:
     return float(np.mean(finite)) if finite else None
 
 
+def _std(values) -> float | None:
+    """The sample standard deviation (ddof 1, as the t-tests use); None for one value."""
+    values = np.asarray(values, dtype=float)
+    return float(values.std(ddof=1)) if values.size > 1 else None
+
+
+def _t_test_p(diffs: np.ndarray) -> float | None:
+    """Two-sided one-sample t-test of paired differences against 0 (None when it is undefined:
+    one pair, or all differences equal)."""
+    if diffs.size < 2 or np.ptp(diffs) == 0:
+        return None
+    return float(scipy_stats.ttest_1samp(diffs, 0.0).pvalue)
+
+
+IDS = ("model", "data", "method", "sparsity")
+
+
 def table(runs: list[dict], layers: list[dict]) -> list[dict]:
-    """Per model, data set, method and sparsity target: error mean and std over seeds,
-    sparsity, effective sparsity; per node layer and mode how many seeds earn the scale-free
-    verdict (``sf``), merely a plausible power law (``plausible``), the mean alpha and dead
-    nodes; per weight layer the mean spectral gap and a random mask's."""
-    ids = ("model", "dataset", "method", "sparsity_target")
+    """Per model, data set, method and sparsity target: test error mean and sample std over
+    seeds, the measured sparsity and effective sparsity; per node layer and mode how many seeds
+    earn the scale-free verdict (``sf``) and how many a plausible power law only (p >= 0.1,
+    ``plausible``), the mean alpha and dead nodes; per weight layer the mean spectral gap and a
+    random mask's."""
     groups: dict[tuple, list[dict]] = {}
     for r in runs:
-        groups.setdefault(tuple(r[k] for k in ids), []).append(r)
+        groups.setdefault(tuple(r[k] for k in IDS), []).append(r)
     rows = []
     for group, members in groups.items():
-        error = np.array([m["test_error"] for m in members])
-        row = dict(zip(ids, group)) | {
-            "seeds": len(members), "test_error_mean": float(error.mean()),
-            "test_error_std": float(error.std()),
-            "sparsity_mean": _mean([m["sparsity"] for m in members]),
+        error = [m["test_error"] for m in members]
+        row = dict(zip(IDS, group)) | {
+            "seeds": len(members), "test_error_mean": _mean(error),
+            "test_error_std": _std(error),
+            "measured_sparsity_mean": _mean([m["measured_sparsity"] for m in members]),
             "effective_sparsity_mean": _mean([m["effective_sparsity"] for m in members]),
         }  # fmt: skip
-        mine = [r for r in layers if tuple(r[k] for k in ids) == group]
+        mine = [r for r in layers if tuple(r[k] for k in IDS) == group]
         for name in dict.fromkeys(r["node_layer"] for r in mine):
             for mode in dict.fromkeys(r["mode"] for r in mine):
                 cell = [r for r in mine if r["node_layer"] == name and r["mode"] == mode]
@@ -406,24 +427,23 @@ def table(runs: list[dict], layers: list[dict]) -> list[dict]:
 
 
 def control_table(controls: list[dict]) -> list[dict]:
-    """Per model, data set, method and control: error mean and std over seeds, and the paired
-    difference to the method's own masks (``mask``) retrained the same way."""
-    ids = ("model", "dataset", "method", "sparsity_target")
-    mask = {tuple(c[k] for k in (*ids, "seed")): c["test_error"] for c in controls
+    """Per model, data set, method and control: test error mean and sample std over seeds, and
+    the paired difference to the method's own masks (``mask``) retrained the same way, with its
+    paired t-test over the seeds (``er-flat``, one run per seed, has no method and no pair)."""
+    mask = {tuple(c[k] for k in (*IDS, "seed")): c["test_error"] for c in controls
             if c["control"] == "mask"}  # fmt: skip
     groups: dict[tuple, list[dict]] = {}
     for c in controls:
-        groups.setdefault((*(c[k] for k in ids), c["control"]), []).append(c)
+        groups.setdefault((*(c[k] for k in IDS), c["control"]), []).append(c)
     rows = []
     for group, members in groups.items():
-        error = np.array([m["test_error"] for m in members])
-        paired = [m["test_error"] - mask[(*group[:-1], m["seed"])] for m in members
-                  if (*group[:-1], m["seed"]) in mask]  # fmt: skip
-        rows.append(dict(zip((*ids, "control"), group)) | {
-            "seeds": len(members), "test_error_mean": float(error.mean()),
-            "test_error_std": float(error.std()),
-            "minus_mask_mean": _mean(paired),
-            "minus_mask_std": float(np.std(paired)) if paired else None,
+        paired = np.array([m["test_error"] - mask[(*group[:-1], m["seed"])] for m in members
+                           if (*group[:-1], m["seed"]) in mask])  # fmt: skip
+        error = [m["test_error"] for m in members]
+        rows.append(dict(zip((*IDS, "control"), group)) | {
+            "seeds": len(members), "test_error_mean": _mean(error), "test_error_std": _std(error),
+            "minus_mask_mean": _mean(list(paired)), "minus_mask_std": _std(paired),
+            "minus_mask_t_test_p": None if group[-1] == "mask" else _t_test_p(paired),
         })  # fmt: skip
     return rows
 
@@ -434,41 +454,46 @@ COMPARISONS = (
     ("er", "mask", "does a random mask of the same per-layer density train as well?"),
     ("rewired", "er", "do the degrees beat a random mask of the same per-layer density?"),
     ("pa", "er", "do preferential-attachment masks train better than Erdos-Renyi ones?"),
-    # one er-flat run per seed is every method's baseline: its pairs are not independent
     ("er-flat", "er", "does the method's allocation across layers matter?"),
 )
 
 
 def paired_tests(controls: list[dict]) -> list[dict]:
-    """Per model and data set, each comparison over all (method, seed) pairs: the mean
-    difference in test error (points), how many pairs favour each side, the paired t-test and
-    the Wilcoxon signed-rank test."""
-    errors = {(c["model"], c["dataset"], c["method"], c["seed"], c["control"]): c["test_error"]
+    """Per model and data set, each comparison over the (method, seed) pairs: the mean
+    difference in test error (points, control minus baseline), its sample std, how many pairs
+    favour each side, the paired t-test and the Wilcoxon signed-rank test. ``er-flat`` is one
+    run per seed, so it is compared with the per-seed mean over methods (as many pairs as
+    seeds), not counted once per method."""
+    errors = {(c["model"], c["data"], c["method"], c["seed"], c["control"]): c["test_error"]
               for c in controls}  # fmt: skip
-
-    def error(model: str, dataset: str, method: str, seed: int, control: str) -> float | None:
-        found = errors.get((model, dataset, method, seed, control))  # er-flat: one per seed
-        return errors.get((model, dataset, "-", seed, control)) if found is None else found
-
     rows = []
-    for model, dataset in dict.fromkeys((c["model"], c["dataset"]) for c in controls):
-        pairs_of = {(m, s) for (mo, d, m, s, _) in errors
-                    if (mo, d) == (model, dataset) and m != "-"}  # fmt: skip
+    for model, data in dict.fromkeys((c["model"], c["data"]) for c in controls):
+        mine = {k[2:]: v for k, v in errors.items() if k[:2] == (model, data)}
+        pairs_of = sorted({(m, s) for (m, s, _) in mine if m != "-"})
         for control, baseline, question in COMPARISONS:
-            both = [(error(model, dataset, m, s, control), error(model, dataset, m, s, baseline))
-                    for m, s in sorted(pairs_of)]  # fmt: skip
-            diffs = np.array([a - b for a, b in both if a is not None and b is not None])
+            if control == "er-flat":
+                seeds = sorted({s for m, s in pairs_of})
+                diffs = np.array([
+                    mine[("-", s, control)]
+                    - np.mean([mine[(m, t, baseline)] for m, t in pairs_of
+                               if t == s and (m, t, baseline) in mine])
+                    for s in seeds if ("-", s, control) in mine
+                ])  # fmt: skip
+            else:
+                diffs = np.array([
+                    mine[(m, s, control)] - mine[(m, s, baseline)] for m, s in pairs_of
+                    if (m, s, control) in mine and (m, s, baseline) in mine
+                ])  # fmt: skip
             if diffs.size == 0:
                 continue
-            varied = diffs.size > 1 and np.ptp(diffs) > 0
             rows.append({
-                "model": model, "dataset": dataset, "control": control, "baseline": baseline,
+                "model": model, "data": data, "control": control, "baseline": baseline,
                 "question": question, "pairs": int(diffs.size),
-                "diff_mean": float(diffs.mean()), "diff_std": float(diffs.std()),
+                "diff_mean": float(diffs.mean()), "diff_std": _std(diffs),
                 "control_better": int((diffs < 0).sum()), "baseline_better": int((diffs > 0).sum()),
-                "t_test_p": float(scipy_stats.ttest_rel(diffs, np.zeros_like(diffs)).pvalue)
-                if varied else None,
-                "wilcoxon_p": float(scipy_stats.wilcoxon(diffs).pvalue) if varied else None,
+                "t_test_p": _t_test_p(diffs),
+                "wilcoxon_p": float(scipy_stats.wilcoxon(diffs).pvalue)
+                if np.count_nonzero(diffs) > 1 else None,
             })  # fmt: skip
     return rows
 
@@ -486,8 +511,8 @@ def task_seconds(specs: list[RunSpec], records) -> dict:
 
 
 def figures(results: str | Path, out: str | Path) -> list[Path]:
-    """Heat maps of alpha and scale-free verdicts per method and node layer (one per fit mode),
-    test error against sparsity per method, and the five controls per method."""
+    """Per model and fit mode a heat map of alpha and scale-free verdicts per method and node
+    layer; test error against measured sparsity per method; the five controls per method."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -503,90 +528,88 @@ def figures(results: str | Path, out: str | Path) -> list[Path]:
     written = []
 
     def save(fig, name: str) -> None:
-        fig.tight_layout()
-        fig.savefig(out / name, dpi=110)
+        fig.savefig(out / name, dpi=110, bbox_inches="tight")
         plt.close(fig)
         written.append(out / name)
 
-    panels = list(dict.fromkeys((r["model"], r["dataset"], r["sparsity_target"]) for r in table))
     methods = list(dict.fromkeys(r["method"] for r in table))
-    node_layers = [c[: -len("_dead")] for c in table[0] if c.endswith("_dead")]
-    for mode in ("window", "clauset"):
-        if f"{node_layers[0]}_{mode}_sf" not in table[0]:
+    models = list(dict.fromkeys(r["model"] for r in table))
+    for model, mode in ((m, mode) for m in models for mode in ("window", "clauset")):
+        rows_of_model = [r for r in table if r["model"] == model]
+        # this model's node layers: the columns its rows fill
+        node_layers = [c[: -len("_dead")] for c in rows_of_model[0]
+                       if c.endswith("_dead") and rows_of_model[0][c] != ""]  # fmt: skip
+        if not node_layers or f"{node_layers[0]}_{mode}_sf" not in rows_of_model[0]:
             continue
-        fig, axes = plt.subplots(1, len(panels), figsize=(2.2 + 1.1 * len(node_layers)
-                                                          * len(panels), 0.9 + 0.35 * len(methods)),
-                                 squeeze=False)  # fmt: skip
+        panels = list(dict.fromkeys((r["data"], r["sparsity"]) for r in rows_of_model))
+        fig, axes = plt.subplots(1, len(panels), squeeze=False,
+                                 figsize=(1.6 + 1.0 * len(node_layers) * len(panels),
+                                          1.0 + 0.35 * len(methods)))  # fmt: skip
         for ax, panel in zip(axes[0], panels, strict=True):
-            rows = {r["method"]: r for r in table
-                    if (r["model"], r["dataset"], r["sparsity_target"]) == panel}  # fmt: skip
-            alpha = np.array([[_float(rows[m].get(f"{n}_{mode}_alpha")) if m in rows else np.nan
+            rows = {r["method"]: r for r in rows_of_model if (r["data"], r["sparsity"]) == panel}
+            alpha = np.array([[_float(rows[m][f"{n}_{mode}_alpha"]) if m in rows else np.nan
                                for n in node_layers] for m in methods])  # fmt: skip
             image = ax.imshow(alpha, cmap="coolwarm", vmin=-4, vmax=4, aspect="auto")
             for i, m in enumerate(methods):
                 for j, n in enumerate(node_layers):
-                    if m in rows:  # scale-free verdicts / seeds; * when any is plausible only
-                        sf, seeds = rows[m][f"{n}_{mode}_sf"], rows[m]["seeds"]
-                        plausible = int(rows[m][f"{n}_{mode}_plausible"]) > int(sf)
+                    if m in rows:  # scale-free verdicts / seeds; * when a fit is plausible only
+                        sf, seeds = int(rows[m][f"{n}_{mode}_sf"]), rows[m]["seeds"]
+                        plausible = int(rows[m][f"{n}_{mode}_plausible"]) > sf
                         ax.text(j, i, f"{sf}/{seeds}" + ("*" if plausible else ""),
                                 ha="center", va="center", fontsize=7,
-                                fontweight="bold" if int(sf) else "normal")  # fmt: skip
+                                fontweight="bold" if sf else "normal")  # fmt: skip
             ax.set_xticks(range(len(node_layers)), node_layers)
             ax.set_yticks(range(len(methods)), methods if ax is axes[0][0] else [])
-            ax.set_title(f"{panel[0]} {panel[1]}\n{100 * float(panel[2]):.0f}% sparse", fontsize=9)
+            ax.set_title(f"{panel[0]}\n{100 * float(panel[1]):.0f}% sparse", fontsize=9)
             ax.set_xlabel("node layer")
         fig.colorbar(
             image,
             ax=axes[0].tolist(),
             label=f"alpha ({mode} mode, seed mean; < 0: counts rise with degree)",
         )
-        fig.suptitle(f"{mode} mode: scale-free verdicts / seeds (* some fit only plausible, "
-                     "p >= 0.1)", fontsize=9)  # fmt: skip
-        fig.savefig(out / f"heat_map_{mode}.png", dpi=110, bbox_inches="tight")
-        plt.close(fig)
-        written.append(out / f"heat_map_{mode}.png")
+        fig.suptitle(f"{model}, {mode} mode: scale-free verdicts / seeds (* a fit plausible "
+                     "only, p >= 0.1)", fontsize=9)  # fmt: skip
+        save(fig, f"heat_map_{model}_{mode}.png")
 
-    datasets = list(dict.fromkeys((r["model"], r["dataset"]) for r in table))
-    fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 4.2), squeeze=False)
-    for ax, (model, dataset) in zip(axes[0], datasets, strict=True):
+    cases = list(dict.fromkeys((r["model"], r["data"]) for r in table))
+    fig, axes = plt.subplots(1, len(cases), figsize=(5.5 * len(cases), 4.2), squeeze=False)
+    for ax, (model, data) in zip(axes[0], cases, strict=True):
         for index, method in enumerate(methods):
-            rows = sorted(
-                (
-                    r
-                    for r in table
-                    if (r["model"], r["dataset"], r["method"]) == (model, dataset, method)
-                ),
-                key=lambda r: float(r["sparsity_mean"]),
-            )
-            ax.errorbar([100 * float(r["sparsity_mean"]) for r in rows],
-                        [float(r["test_error_mean"]) for r in rows],
-                        yerr=[float(r["test_error_std"]) for r in rows], capsize=2,
-                        marker="osD^v<>"[index % 7], label=method,
+            rows = sorted((r for r in table if (r["model"], r["data"], r["method"])
+                           == (model, data, method)),
+                          key=lambda r: float(r["measured_sparsity_mean"]))  # fmt: skip
+            mean = np.array([float(r["test_error_mean"]) for r in rows])
+            std = np.array([_float(r["test_error_std"]) for r in rows])
+            # log axis: the lower bar stops short of zero
+            ax.errorbar([100 * float(r["measured_sparsity_mean"]) for r in rows], mean,
+                        yerr=[np.minimum(np.nan_to_num(std), 0.9 * mean), np.nan_to_num(std)],
+                        capsize=2, marker="osD^v<>"[index % 7], label=method,
                         color=plt.cm.tab20(index % 20))  # fmt: skip
         ax.set_yscale("log")
-        ax.set_xlabel("sparsity (%)")
+        ax.set_xlabel("measured sparsity (%)")
         ax.set_ylabel("test error (%), mean +- std over seeds")
-        ax.set_title(f"{model} {dataset}")
+        ax.set_title(f"{model} {data}")
     axes[0][-1].legend(fontsize=7, ncol=2)
     save(fig, "accuracy_vs_sparsity.png")
 
     kinds = list(dict.fromkeys(r["control"] for r in controls if r["method"] != "-"))
-    fig, axes = plt.subplots(1, len(datasets), figsize=(6 * len(datasets), 4.2), squeeze=False)
-    for ax, (model, dataset) in zip(axes[0], datasets, strict=True):
-        mine = [r for r in controls if (r["model"], r["dataset"]) == (model, dataset)]
+    cases = list(dict.fromkeys((r["model"], r["data"]) for r in controls))
+    fig, axes = plt.subplots(1, len(cases), figsize=(6 * len(cases), 4.2), squeeze=False)
+    for ax, (model, data) in zip(axes[0], cases, strict=True):
+        mine = [r for r in controls if (r["model"], r["data"]) == (model, data)]
         for k, kind in enumerate(kinds):
             rows = {r["method"]: r for r in mine if r["control"] == kind}
-            ax.errorbar([i + 0.15 * (k - len(kinds) / 2) for i, m in enumerate(methods)
-                         if m in rows],
-                        [float(rows[m]["test_error_mean"]) for m in methods if m in rows],
-                        yerr=[float(rows[m]["test_error_std"]) for m in methods if m in rows],
+            shown = [(i, rows[m]) for i, m in enumerate(methods) if m in rows]
+            ax.errorbar([i + 0.15 * (k - len(kinds) / 2) for i, _ in shown],
+                        [float(r["test_error_mean"]) for _, r in shown],
+                        yerr=[np.nan_to_num(_float(r["test_error_std"])) for _, r in shown],
                         fmt="o", markersize=4, capsize=2, label=kind)  # fmt: skip
         flat = [float(r["test_error_mean"]) for r in mine if r["control"] == "er-flat"]
         if flat:
-            ax.axhline(flat[0], color="grey", linestyle=":", label="er-flat")
+            ax.axhline(flat[0], color="grey", linestyle=":", label="er-flat (one per seed)")
         ax.set_xticks(range(len(methods)), methods, rotation=60, fontsize=8)
         ax.set_ylabel("test error (%), mean +- std over seeds")
-        ax.set_title(f"{model} {dataset}: each method's masks retrained from scratch")
+        ax.set_title(f"{model} {data}: each method's masks retrained from scratch", fontsize=9)
     axes[0][-1].legend(fontsize=7)
     save(fig, "controls.png")
     return written

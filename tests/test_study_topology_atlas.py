@@ -39,9 +39,9 @@ def test_tables_cover_the_grid(quick):
     for row in table:
         assert int(row["seeds"]) == len(config.seeds)
         assert 0 <= float(row["test_error_mean"]) <= 100
-        assert float(row["sparsity_mean"]) == pytest.approx(0.9, abs=0.002)
+        assert float(row["measured_sparsity_mean"]) == pytest.approx(0.9, abs=0.002)
         # effective sparsity counts only connections on an input-to-output path
-        assert float(row["effective_sparsity_mean"]) >= float(row["sparsity_mean"]) - 1e-12
+        assert float(row["effective_sparsity_mean"]) >= float(row["measured_sparsity_mean"]) - 1e-12
         for layer in ("input", "1", "3", "5"):
             for mode in config.modes:
                 assert 0 <= int(row[f"{layer}_{mode}_sf"]) <= int(row[f"{layer}_{mode}_plausible"])
@@ -98,32 +98,79 @@ def test_figures_are_drawn(quick, tmp_path):
     assert sorted(p.name for p in tmp_path.glob("*.png")) == [
         "accuracy_vs_sparsity.png",
         "controls.png",
-        "heat_map_clauset.png",
-        "heat_map_window.png",
+        "heat_map_lenet300_clauset.png",
+        "heat_map_lenet300_window.png",
     ]
 
 
 def test_paired_tests_exact_answers():
-    # two methods, two seeds: rewired is 1 point worse than mask in every pair but one
-    controls = [
-        {"model": "m", "dataset": "d", "method": method, "sparsity_target": 0.98, "seed": seed,
-         "control": control,
-         "test_error": error}
-        for method, seed, control, error in [
-            ("a", 0, "mask", 2.0), ("a", 0, "rewired", 3.0), ("a", 1, "mask", 2.5),
-            ("a", 1, "rewired", 3.5), ("b", 0, "mask", 4.0), ("b", 0, "rewired", 4.0),
-            ("b", 1, "mask", 1.0), ("b", 1, "rewired", 3.0),
-        ]
+    # two methods, two seeds: rewired is 1 point worse than mask in every pair but one; one
+    # er-flat run per seed is compared with that seed's mean over the methods' er runs
+    rows = [
+        ("a", 0, "mask", 2.0), ("a", 0, "rewired", 3.0), ("a", 1, "mask", 2.5),
+        ("a", 1, "rewired", 3.5), ("b", 0, "mask", 4.0), ("b", 0, "rewired", 4.0),
+        ("b", 1, "mask", 1.0), ("b", 1, "rewired", 3.0),
+        ("a", 0, "er", 5.0), ("b", 0, "er", 7.0), ("a", 1, "er", 6.0), ("b", 1, "er", 6.0),
+        ("-", 0, "er-flat", 8.0), ("-", 1, "er-flat", 5.0),
     ]  # fmt: skip
-    (row,) = atlas.paired_tests(controls)
-    assert (row["control"], row["baseline"], row["pairs"]) == ("rewired", "mask", 4)
-    assert row["diff_mean"] == pytest.approx(1.0)  # (1 + 1 + 0 + 2) / 4
+    controls = [{"model": "m", "data": "d", "method": method, "sparsity": 0.98, "seed": seed,
+                 "control": control, "test_error": error}
+                for method, seed, control, error in rows]  # fmt: skip
+    tests = {(r["control"], r["baseline"]): r for r in atlas.paired_tests(controls)}
+    assert set(tests) == {("rewired", "mask"), ("er", "mask"), ("rewired", "er"),
+                          ("er-flat", "er")}  # fmt: skip
+    row = tests[("rewired", "mask")]
+    assert row["pairs"] == 4 and row["diff_mean"] == pytest.approx(1.0)  # (1 + 1 + 0 + 2) / 4
     assert (row["control_better"], row["baseline_better"]) == (0, 3)
-    # t = mean / (sd / sqrt(n)) with sd = sqrt(2/3): t = 2.449, 3 degrees of freedom
+    # sample sd sqrt(2/3); t = 1 / (sd / 2) = 2.449 with 3 degrees of freedom
+    assert row["diff_std"] == pytest.approx((2 / 3) ** 0.5)
     assert row["t_test_p"] == pytest.approx(0.0917, abs=1e-4)
-    table = atlas.control_table(controls)
-    rewired_a = next(r for r in table if r["method"] == "a" and r["control"] == "rewired")
-    assert (rewired_a["minus_mask_mean"], rewired_a["minus_mask_std"]) == (1.0, 0.0)
+    assert row["wilcoxon_p"] == pytest.approx(0.25)  # 3 positive ranks of 3: exact 2 / 2^3
+    flat = tests[("er-flat", "er")]  # seed 0: 8 - 6 = 2; seed 1: 5 - 6 = -1
+    assert (flat["pairs"], flat["diff_mean"]) == (2, pytest.approx(0.5))
+    assert (flat["control_better"], flat["baseline_better"]) == (1, 1)
+    table = {(r["method"], r["control"]): r for r in atlas.control_table(controls)}
+    assert (table[("a", "rewired")]["minus_mask_mean"], table[("a", "rewired")]["minus_mask_std"],
+            table[("a", "rewired")]["minus_mask_t_test_p"]) == (1.0, 0.0, None)  # fmt: skip
+    # b: differences 0 and 2, mean 1, sample sd sqrt(2), t = 1 with 1 degree of freedom: p 0.5
+    assert table[("b", "rewired")]["minus_mask_t_test_p"] == pytest.approx(0.5)
+    assert table[("-", "er-flat")]["minus_mask_mean"] is None
+    assert table[("-", "er-flat")]["test_error_std"] == pytest.approx(4.5**0.5)
+
+
+def test_mask_control_starts_from_the_seeds_initial_weights(tmp_path):
+    import torch
+
+    from topoprune.models import build_model
+    from topoprune_studies._runs import train
+
+    method = train(
+        tmp_path / "method",
+        {},
+        model="lenet300",
+        method="snip",
+        seed=3,
+        device="cpu",
+        train_subset=200,
+        config=atlas._config("snip", {"sparsity": (0.9,), "retrain_epochs": 0}),
+    )
+    control = train(tmp_path / "control", {"run": method}, model="lenet300",
+                    method="fixed-masks", seed=3, device="cpu", train_subset=200,
+                    from_runs={"masks": "run"},
+                    config=atlas._config("fixed-masks", {"epochs": 0}))  # fmt: skip
+    torch.manual_seed(3)
+    start = build_model("lenet300", 10).state_dict()
+    saved = torch.load(control["checkpoint"], weights_only=True)
+    assert set(saved["masks"]) == {"1.weight", "3.weight", "5.weight"}
+    for name, mask in saved["masks"].items():  # the kept weights are the seed's initial ones
+        kept = mask.bool()
+        assert 0 < kept.sum() < kept.numel()
+        torch.testing.assert_close(saved["weights"][name][kept], start[name][kept])
+
+
+def test_unknown_preset_is_a_clear_error(capsys):
+    assert main(["study", "run", "topology-atlas", "--preset", "huge"]) == 2
+    assert "its presets: large" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("kept", [0.1, 0.02])

@@ -64,8 +64,9 @@ def preferential_attachment_mask(n_out: int, n_in: int, n_edges: int,
     """
     _check(n_out, n_in, n_edges)
     size = n_out * n_in
-    # redrawing is fast while at most half the pairs are taken; past that, each connection is
-    # drawn from the weights of every unconnected pair, affordable for small layers only
+    # redraws while at most half the pairs are taken (they slow down earlier when the taken pairs
+    # hold much of the weight); past half, each connection is drawn from the weights of every
+    # unconnected pair, affordable for small layers only
     by_redraws = min(n_edges, size // 2)
     if (n_edges - by_redraws) * size > DIRECT_DRAW_LIMIT:
         raise TopologyError(
