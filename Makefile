@@ -78,6 +78,7 @@ bench: $(INSTALLED)
 	$(PY) -m benchmarks.structured_speed --out results/benchmarks/structured_speed.json
 	@# about 40 minutes: the progressive study three times (1 and 2 local workers, a 2-CPU Ray)
 	$(PY) -m benchmarks.study_executors --out results/benchmarks/study_executors.json
+	$(PY) -m benchmarks.atlas_grid_cost --out results/benchmarks/atlas_grid_cost.json
 
 FORCE:
 

@@ -61,7 +61,7 @@ from topoprune.stats.node_layers import fit_columns, fit_node_layers
 from topoprune.topology.connectivity import effective_connectivity, spectral_table
 from topoprune.train.engine import resolve_device
 
-from ._runs import TRAIN_TASK, config_settings, describe, without_spec, write_if_changed
+from ._runs import TRAIN_TASK, config_settings, describe, without_spec
 from ._summary import write_study_summary
 from ._tables import columns_of, degree_histogram, rows_to_csv
 
@@ -328,7 +328,7 @@ def run(config: Config, out: str | Path, *, progress: bool = False, executor=Non
     device = resolve_device(config.device)
     specs, roles = plan(config, device)
     records = run_specs(specs, out / "runs", executor, progress=progress)
-    runs, layers, controls, histograms = [], [], [], {}
+    runs, layers, controls = [], [], []
     for spec in specs:
         if spec.task == MEASURE_TASK:
             measured = without_spec(records[spec.key])
@@ -339,10 +339,7 @@ def run(config: Config, out: str | Path, *, progress: bool = False, executor=Non
                          **{f"gap_{r['layer']}": r["spectral_gap"] for r in measured["layers"]},
                          **{f"random_gap_{r['layer']}": r["random_spectral_gap"]
                             for r in measured["layers"]}})  # fmt: skip
-            layers += layer_rows(role, measured)
-            histograms[spec.settings["run"]] = {
-                n["node_layer"]: n["histogram"] for n in measured["node_layers"]
-            }
+            layers += layer_rows(role, measured)  # the degree histograms stay in the runs
         elif roles.get(spec.key, {}).get("control"):
             controls.append(
                 {**roles[spec.key], "test_error": 100 * records[spec.key]["test_error"]}
@@ -353,7 +350,6 @@ def run(config: Config, out: str | Path, *, progress: bool = False, executor=Non
     (out / "table.csv").write_text(rows_to_csv(rows, columns_of(rows)))
     (out / "controls.csv").write_text(rows_to_csv(control_table(controls)))
     (out / "tests.csv").write_text(rows_to_csv(paired_tests(controls)))
-    write_if_changed(out / "histograms.json", histograms)
     wall = time.perf_counter() - start
     write_study_summary(out / "summary.json", {
         "config": asdict(config), "device": device, "wall_seconds": wall,
