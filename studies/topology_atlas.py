@@ -596,13 +596,15 @@ def figures(results: str | Path, out: str | Path) -> list[Path]:
         for k, kind in enumerate(kinds):
             rows = {r["method"]: r for r in mine if r["control"] == kind}
             shown = [(i, rows[m]) for i, m in enumerate(methods) if m in rows]
-            ax.errorbar([i + 0.15 * (k - len(kinds) / 2) for i, _ in shown],
-                        [float(r["test_error_mean"]) for _, r in shown],
-                        yerr=[np.nan_to_num(_float(r["test_error_std"])) for _, r in shown],
-                        fmt="o", markersize=4, capsize=2, label=kind)  # fmt: skip
+            mean = np.array([float(r["test_error_mean"]) for _, r in shown])
+            std = np.nan_to_num([_float(r["test_error_std"]) for _, r in shown])
+            ax.errorbar([i + 0.15 * (k - len(kinds) / 2) for i, _ in shown], mean,
+                        yerr=[np.minimum(std, 0.9 * mean), std], fmt="o", markersize=4,
+                        capsize=2, label=kind)  # fmt: skip
         flat = [float(r["test_error_mean"]) for r in mine if r["control"] == "er-flat"]
         if flat:
             ax.axhline(flat[0], color="grey", linestyle=":", label="er-flat (one per seed)")
+        ax.set_yscale("log")
         ax.set_xticks(range(len(methods)), methods, rotation=60, fontsize=8)
         ax.set_ylabel("test error (%), mean +- std over seeds")
         ax.set_title(f"{model} {data}: each method's masks retrained from scratch", fontsize=9)
