@@ -90,7 +90,7 @@ SETTINGS = {
     "reweighted-l1": {"dense_epochs": 0, "iterations": 4, "iteration_epochs": 1, "update": "all",
                       "q_init": "noisy", "lr": 0.01, "weight_decay": 2e-4, "retrain_epochs": 3,
                       "retrain_lr_factor": 1.0, "schedule": "cosine"},
-    # DNS sets no sparsity: c per layer calibrated on MNIST seed 0 (docs/studies/topology_atlas.md)
+    # DNS sets no sparsity: c per layer calibrated on MNIST seed 0 (docs/studies/topology-atlas.md)
     "dns": {"dense_epochs": 0, "epochs": 6, "lr": 0.01, "schedule": "cosine"},
     "random": {**_SGD, "dense_epochs": 0, "epochs": 8},
     "snip": _AT_INIT, "grasp": _AT_INIT, "synflow": _AT_INIT,
@@ -103,8 +103,10 @@ DNS_C = {0.9: (1.35, 1.35, 0.9), 0.98: (4.6, 4.2, 2.5)}
 
 
 def dns_c(sparsity: float) -> tuple[float, ...]:
-    """DNS's c per layer for ``sparsity``: calibrated at 90% and 98%, elsewhere interpolated
-    with the log of the kept fraction linear in c (as the calibration runs were)."""
+    """DNS's c per layer for ``sparsity``: calibrated at 90% and 98%, elsewhere inter- or
+    extrapolated with the log of the kept fraction linear in c (as in the calibration runs),
+    clamped at 0 (below 90% DNS then prunes less than asked: the tables give the measured
+    sparsity)."""
     if sparsity in DNS_C:
         return DNS_C[sparsity]
     share = np.log(0.1 / (1 - sparsity)) / np.log(0.1 / 0.02)
@@ -314,7 +316,7 @@ def _fit_summary(fit) -> dict:
     columns = fit_columns(fit)
     null = next((c for c in fit.comparisons if c["alternative"] == "random_null"), None)
     columns["beats_null"] = bool(null and null["p"] < 0.05 and null["loglik_ratio"] > 0)
-    # the power law merely not rejected (p >= 0.1): the weaker reading SET's claim rests on
+    # the weaker reading: the power law merely not rejected (p >= 0.1), null and range aside
     columns["plausible"] = bool(fit.fittable and fit.p_value is not None and fit.p_value >= 0.1)
     return {k: None if isinstance(v, float) and not np.isfinite(v) else v
             for k, v in columns.items()}  # fmt: skip
