@@ -145,6 +145,20 @@ def test_two_workers_give_the_serial_records(tmp_path):
     assert sorted(parallel.submitted) == sorted(serial.submitted)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_run_holds_its_threads_in_torch_and_every_blas_pool(tmp_path, threads):
+    from topoprune.runner.examples import thread_pools
+
+    before = thread_pools(tmp_path, {})
+    spec = RunSpec("pools", "topoprune.runner.examples:thread_pools", {})
+    with make_executor("local", jobs=1, threads=threads) as executor:  # in this process
+        record = run_specs([spec], tmp_path, executor)["pools"]
+    assert record["torch"] == threads
+    assert record["pools"] and set(record["pools"].values()) == {threads}
+    assert record["run_spec"]["threads"] == threads
+    assert thread_pools(tmp_path, {}) == before  # the driver's own settings come back
+
+
 def test_a_killed_local_worker_is_retried(tmp_path, kill_when_started):
     killed: list[int] = []
     watcher = kill_when_started(tmp_path, "square-2", killed)

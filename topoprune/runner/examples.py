@@ -20,6 +20,16 @@ def add_inputs(folder: Path, inputs: dict, *, x: int) -> dict:
     return {"value": x + sum(record["value"] for record in inputs.values())}
 
 
+def thread_pools(folder: Path, inputs: dict) -> dict:
+    """The threads torch and every BLAS or OpenMP pool would use inside this run."""
+    import torch
+    from threadpoolctl import threadpool_info
+
+    return {"torch": torch.get_num_threads(),
+            "pools": {f"{p['internal_api']}:{p['filepath']}": p["num_threads"]
+                      for p in threadpool_info()}}  # fmt: skip
+
+
 def fail(folder: Path, inputs: dict, *, message: str) -> dict:
     """Raise ``ValueError(message)``: a task that fails inside (each attempt adds a line to
     ``attempts`` in its folder, so a test can see it was not retried)."""

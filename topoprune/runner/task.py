@@ -88,17 +88,21 @@ def _exclusive(path: Path) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _torch_threads(threads: int | None) -> Iterator[None]:
-    """Torch's intra-op threads for the task, restored afterwards (results depend on them)."""
+def _thread_limits(threads: int | None) -> Iterator[None]:
+    """Torch's intra-op threads for the task (results depend on them) and the BLAS and OpenMP
+    pools numpy and scipy use (so two runs on two cores do not each start two threads), both
+    restored afterwards."""
     if threads is None:
         yield
         return
     import torch
+    from threadpoolctl import threadpool_limits
 
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        yield
+        with threadpool_limits(limits=threads):
+            yield
     finally:
         torch.set_num_threads(before)
 
@@ -140,7 +144,7 @@ def execute_spec(payload: dict) -> dict:
         })  # fmt: skip
         task = resolve_task(payload["task"])
         start = time.perf_counter()
-        with _torch_threads(payload.get("threads")):
+        with _thread_limits(payload.get("threads")):
             result = task(work, payload["inputs"], **payload["settings"])
         if not isinstance(result, dict):
             raise TopopruneError(f"task {payload['task']} returned {type(result).__name__}, "
