@@ -182,7 +182,7 @@ def test_sparsity_targets_in_each_methods_own_terms(kept):
 
     shapes = atlas.weight_shapes("lenet300")
     sizes = np.array([np.prod(s) for s in shapes])
-    assert shapes == [(300, 784), (100, 300), (10, 100)]
+    assert shapes == ((300, 784), (100, 300), (10, 100))
     epsilon = atlas.set_epsilon(shapes, kept)  # SET's Erdos-Renyi densities, capped at 1
     densities = [erdos_renyi_density(torch.Size(s), epsilon) for s in shapes]
     assert np.dot(densities, sizes) / sizes.sum() == pytest.approx(kept, rel=1e-9)

@@ -5,7 +5,12 @@ from topoprune.stats.alternatives import ALTERNATIVES
 from topoprune.stats.bootstrap import DEFAULT_BOOT
 from topoprune.stats.bounded_power_law import power_sum, solve_alpha
 from topoprune.stats.errors import FitError
-from topoprune.stats.estimator import BoundedPowerLaw, scale_free_supported, verdict
+from topoprune.stats.estimator import (
+    BoundedPowerLaw,
+    beats_random_null,
+    scale_free_supported,
+    verdict,
+)
 from topoprune.stats.fit import MODES, PowerLawFit, fit_power_law
 from topoprune.stats.null import binomial_mixture_pmf, node_layer_null
 from topoprune.stats.scan import KS_CONVENTIONS
@@ -18,6 +23,7 @@ __all__ = [
     "BoundedPowerLaw",
     "FitError",
     "PowerLawFit",
+    "beats_random_null",
     "binomial_mixture_pmf",
     "fit_power_law",
     "node_layer_null",

@@ -350,6 +350,21 @@ def _join(items: list[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
+def beats_random_null(result: PowerLawFit, significance: float = SIGNIFICANCE) -> bool:
+    """True if the likelihood-ratio test prefers the power law to the random-mask null of the
+    same shapes and densities (p below ``significance``): the degrees are not what chance gives.
+
+    Examples
+    --------
+    >>> null = {"alternative": "random_null", "loglik_ratio": 12.0, "p": 0.001}
+    >>> fit = PowerLawFit("window", True, "cdf", n=50, n_zero=0, comparisons=[null])
+    >>> beats_random_null(fit), beats_random_null(PowerLawFit("window", True, "cdf", 50, 0))
+    (True, False)
+    """
+    null = next((r for r in result.comparisons if r["alternative"] == "random_null"), None)
+    return null is not None and null["p"] < significance and null["loglik_ratio"] > 0
+
+
 def scale_free_supported(result: PowerLawFit, significance: float = SIGNIFICANCE) -> bool:
     """True only if the fit is not rejected, spans at least one decade, beats the random null,
     and no alternative is significantly better (docs/design.md, Fitting: no scale-free claim
@@ -358,8 +373,6 @@ def scale_free_supported(result: PowerLawFit, significance: float = SIGNIFICANCE
         return False
     if _decades(result) < MIN_DECADES:
         return False
-    rows = {r["alternative"]: r for r in result.comparisons}
-    null = rows.get("random_null")
-    if null is None or not (null["p"] < significance and null["loglik_ratio"] > 0):
+    if not beats_random_null(result, significance):
         return False
-    return not any(r["p"] < significance and r["loglik_ratio"] < 0 for r in rows.values())
+    return not any(r["p"] < significance and r["loglik_ratio"] < 0 for r in result.comparisons)
